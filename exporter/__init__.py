@@ -1,0 +1,1 @@
+"""tailpage exporter: structured log lines turned into Prometheus error metrics."""

@@ -1,0 +1,205 @@
+"""Classify stage: error type, duration, and the ordered severity/category rules.
+
+Rules come from the config (shipped defaults live in the schema). Only records at level error or
+fatal are classified: nothing else is counted by severity, which keeps the hot path short.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.config import parse_duration
+
+_UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+_GO_DUR = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
+_GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def to_seconds(value: Any, unit: str) -> float | None:
+    """A duration field's value in seconds: numbers in `unit`, numeric strings likewise, Go-style
+    strings ("1.5s", "250ms", "1m2s") by their own units. None for anything else or negatives."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        s = value * _UNIT[unit]
+    elif isinstance(value, str):
+        v = value.strip()
+        try:
+            s = float(v) * _UNIT[unit]
+        except ValueError:
+            if not _GO_DUR.match(v):
+                return None
+            s = sum(float(n) * _GO_UNIT[u] for n, u in _GO_PART.findall(v))
+    else:
+        return None
+    if s != s or s < 0 or s == float("inf"):
+        return None
+    return s
+
+
+# The class name in an exception line: "ValueError: x", "java.lang.IllegalStateException: x",
+# "System.InvalidOperationException: x", "Error: x", "psycopg.errors.UniqueViolation".
+_EXC = re.compile(r"^\s*(?:Caused by: )?([A-Za-z_$][\w$]*(?:[.$][A-Za-z_$][\w$]*)*)(?::|\s*$)")
+
+
+def type_from_stack(stack: str) -> str | None:
+    """Error type from a stack trace: Python prints the exception last, Java/.NET/Node first."""
+    lines = [ln for ln in stack.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    candidate = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    m = _EXC.match(candidate)
+    if m is None:
+        return None
+    name = m.group(1).rsplit(".", 1)[-1]
+    if name in ("at", "File", "Traceback") or len(name) < 2:
+        return None
+    return name
+
+
+@dataclass
+class Facts:
+    """What a rule can look at."""
+
+    level: str
+    text: str  # message plus error message
+    error_type: str
+    component: str
+    duration: float | None
+    get: Callable[[str], Any]  # any field by dotted path
+
+
+class Match:
+    def __init__(self, when: dict[str, Any]) -> None:
+        self.levels = frozenset(when["level"]) if "level" in when else None
+        self.message = _rx(when.get("message"))
+        self.error_type = _rx(when.get("error_type"))
+        self.component = _rx(when.get("component"))
+        self.duration_over = (parse_duration(when["duration_over"])
+                              if "duration_over" in when else None)
+        self.field = when.get("field")
+        self.paths = [self.field["path"]] if self.field else []
+
+    def __call__(self, f: Facts) -> bool:
+        if self.levels is not None and f.level not in self.levels:
+            return False
+        if self.duration_over is not None and (f.duration is None
+                                               or f.duration <= self.duration_over):
+            return False
+        if self.error_type is not None and not self.error_type.search(f.error_type):
+            return False
+        if self.component is not None and not self.component.search(f.component):
+            return False
+        if self.message is not None and not self.message.search(f.text):
+            return False
+        return not (self.field is not None and not _field_ok(self.field, f.get(self.field["path"])))
+
+
+def _rx(p: str | None) -> re.Pattern[str] | None:
+    return re.compile(p, re.IGNORECASE) if p else None
+
+
+def _field_ok(cond: dict[str, Any], value: Any) -> bool:
+    if "eq" in cond and isinstance(cond["eq"], str):
+        return value is not None and str(value) == cond["eq"]
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return False
+    if not isinstance(value, int | float):
+        return False
+    ops = {"gt": value.__gt__, "ge": value.__ge__, "lt": value.__lt__, "le": value.__le__,
+           "eq": value.__eq__}
+    return all(ops[k](v) is True for k, v in cond.items() if k in ops)
+
+
+@dataclass
+class Decision:
+    severity: str
+    category: str
+    rule: str  # which rule decided severity ("fallback" when none did)
+    category_rule: str
+
+
+CACHE_MAX = 16384  # per-value match caches; cleared when full (no LRU bookkeeping per hit)
+
+
+class Rules:
+    """First match decides severity; category comes from the first matching rule that sets one
+    (a rule may set only a category, e.g. network), else the fallback.
+
+    Fast: each condition kind is evaluated once per distinct value (message text, error type,
+    component) into a bitmask of the rules it allows; the AND of the masks (with level, duration
+    and field conditions) picks a cached decision. Regexes run once per distinct message, not
+    once per rule per line."""
+
+    def __init__(self, rules: list[dict[str, Any]], fallback: dict[str, Any]) -> None:
+        self.rules = [(r["name"], Match(r["when"]), r.get("severity"), r.get("category"))
+                      for r in rules]
+        self.fallback = fallback
+        self.paths = [p for _, m, _, _ in self.rules for p in m.paths]
+        allbits = (1 << len(self.rules)) - 1
+        self.level_mask = {lvl: sum(1 << i for i, (_, m, _, _) in enumerate(self.rules)
+                                    if m.levels is None or lvl in m.levels)
+                           for lvl in ("trace", "debug", "info", "warning", "error", "fatal",
+                                       "unknown")}
+        self.dur = [(1 << i, m.duration_over) for i, (_, m, _, _) in enumerate(self.rules)
+                    if m.duration_over is not None]
+        self.fields = [(1 << i, m.field) for i, (_, m, _, _) in enumerate(self.rules)
+                       if m.field is not None]
+        self.allbits = allbits
+        self._caches: tuple[dict[str, int], ...] = ({}, {}, {})
+        self._decisions: dict[tuple[int, bool], Decision] = {}
+
+    def _mask(self, kind: int, value: str) -> int:
+        cache = self._caches[kind]
+        m = cache.get(value)
+        if m is None:
+            m = 0
+            for i, (_, match, _, _) in enumerate(self.rules):
+                rx = (match.message, match.error_type, match.component)[kind]
+                if rx is None or rx.search(value):
+                    m |= 1 << i
+            if len(cache) >= CACHE_MAX:
+                cache.clear()
+            cache[value] = m
+        return m
+
+    def decide(self, f: Facts) -> Decision:
+        m = (self.level_mask.get(f.level, 0) & self._mask(0, f.text)
+             & self._mask(1, f.error_type) & self._mask(2, f.component))
+        d = f.duration
+        for bit, over in self.dur:
+            if d is None or d <= over:
+                m &= ~bit
+        for bit, cond in self.fields:
+            if m & bit and not _field_ok(cond, f.get(cond["path"])):
+                m &= ~bit
+        key = (m, f.level == "fatal")
+        dec = self._decisions.get(key)
+        if dec is None:
+            dec = self._decisions[key] = self._decide_mask(m, f.level)
+        return dec
+
+    def _decide_mask(self, mask: int, level: str) -> Decision:
+        severity = category = None
+        srule = crule = "fallback"
+        for i, (name, _, sev, cat) in enumerate(self.rules):
+            if not mask & (1 << i):
+                continue
+            if severity is None and sev:
+                severity, srule = sev, name
+            if category is None and cat:
+                category, crule = cat, name
+            if severity and category:
+                break
+        if severity is None:
+            severity = self.fallback["fatal" if level == "fatal" else "error"]
+        return Decision(severity, category or self.fallback["category"], srule, crule)

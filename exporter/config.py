@@ -1,0 +1,204 @@
+"""Config stage: YAML in, validated dict with every default filled, out.
+
+exporter/config.schema.json is the one source of truth: keys, defaults and the wording of errors
+come from it. `${VAR}` and `${VAR:-default}` are expanded in string values before validation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import yaml
+
+DEFAULT_INPUT = "/var/log/app/*.log"
+
+
+class ConfigError(Exception):
+    """A config problem: which file, where in it, and what was expected."""
+
+    def __init__(self, file: str, key_path: str, expected: str) -> None:
+        self.file, self.key_path, self.expected = file, key_path, expected
+        super().__init__(f"{file}: {key_path}: {expected}")
+
+
+@dataclass
+class Config:
+    data: dict[str, Any]
+    file: str = "<defaults>"
+    # derived views used by the line path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def seconds(self, section: str, key: str) -> float:
+        return parse_duration(self.data[section][key])
+
+
+_DUR = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """"250ms" -> 0.25, "1m30s" -> 90.0. Raises ValueError on anything else."""
+    pos, total = 0, 0.0
+    text = text.strip()
+    for m in _DUR.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 250ms, 5s, 1m30s)")
+    return total
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return json.loads(resources.files("exporter").joinpath("config.schema.json").read_text())
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(node: Any, file: str, path: str) -> Any:
+    if isinstance(node, str):
+        def sub(m: re.Match[str]) -> str:
+            val = os.environ.get(m.group(1))
+            if val is None or (val == "" and m.group(2) is not None):
+                if m.group(2) is None:
+                    raise ConfigError(file, path or "(top)",
+                                      f"environment variable {m.group(1)} to be set "
+                                      f"(or write ${{{m.group(1)}:-default}})")
+                return m.group(2)
+            return val
+        return _ENV.sub(sub, node)
+    if isinstance(node, dict):
+        return {k: _expand(v, file, _join(path, k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, file, f"{path}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _resolve(s: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in s:
+        ref = s["$ref"]
+        target: Any = schema()
+        for part in ref.lstrip("#/").split("/"):
+            target = target[part]
+        s = {**target, **{k: v for k, v in s.items() if k != "$ref"}}
+    return s
+
+
+def _fill(node: Any, s: dict[str, Any]) -> None:
+    """Fill defaults from the schema, depth first, into dicts present (or just defaulted)."""
+    s = _resolve(s)
+    if isinstance(node, dict):
+        for key, sub in s.get("properties", {}).items():
+            sub = _resolve(sub)
+            if key not in node and "default" in sub:
+                node[key] = json.loads(json.dumps(sub["default"]))
+            if key in node:
+                _fill(node[key], sub)
+    elif isinstance(node, list) and isinstance(s.get("items"), dict):
+        for item in node:
+            _fill(item, s["items"])
+
+
+def _key_path(err: jsonschema.ValidationError) -> str:
+    out = ""
+    for p in err.absolute_path:
+        out = f"{out}[{p}]" if isinstance(p, int) else _join(out, p)
+    return out or "(top)"
+
+
+def _expected(err: jsonschema.ValidationError) -> str:
+    sch = err.schema if isinstance(err.schema, dict) else {}
+    desc = sch.get("description")
+    if err.validator == "additionalProperties":
+        allowed = sorted(sch.get("properties", {}))
+        return f"{err.message}; known keys: {', '.join(allowed)}"
+    if err.validator == "pattern" and desc:
+        return f"{desc}, got {err.instance!r}"
+    return err.message
+
+
+def validate(data: Any, file: str) -> dict[str, Any]:
+    """Expand env, validate against the schema, fill defaults, check regexes and durations."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(file, "(top)", f"a mapping of settings, got {type(data).__name__}")
+    data = _expand(data, file, "")
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (list(e.absolute_path), e.message))
+    if errors:
+        err = jsonschema.exceptions.best_match(errors)
+        while err.context:  # anyOf/oneOf: the most specific sub-error says most
+            err = jsonschema.exceptions.best_match(err.context)
+        raise ConfigError(file, _key_path(err), _expected(err))
+    _fill(data, schema())
+    _check_regexes(data, file)
+    return data
+
+
+def _check_regexes(data: dict[str, Any], file: str) -> None:
+    def check(value: str | None, path: str) -> None:
+        if value is None:
+            return
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise ConfigError(file, path, f"a valid regular expression: {e}") from None
+
+    check(data.get("regex"), "regex")
+    if data.get("format") == "regex" and not data.get("regex"):
+        raise ConfigError(file, "regex", "a regex with named groups when format is regex")
+    for kind in ("rules", "metrics"):
+        for i, item in enumerate(data.get(kind, [])):
+            for key in ("message", "error_type", "component"):
+                check(item.get("when", {}).get(key), f"{kind}[{i}].when.{key}")
+
+
+def load(path: str | None = None, *, format: str | None = None, listen: str | None = None,
+         paths: list[str] | None = None, checkpoint: str | None = None) -> Config:
+    """Load and validate a config file (or the embedded defaults when path is None), applying
+    command-line overrides before validation so they are checked like the file."""
+    file = path or "<defaults>"
+    data: Any = {}
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except OSError as e:
+            raise ConfigError(file, "(file)", f"a readable file: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "(document)"
+            raise ConfigError(file, where, f"valid YAML: {getattr(e, 'problem', e)}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(file, "(file)", "UTF-8 text") from None
+    if data is None:
+        data = {}
+    if isinstance(data, dict):
+        data = dict(data)
+        if format is not None:
+            data["format"] = format
+        if listen is not None:
+            data["listen"] = listen
+        if paths:
+            data["inputs"] = [{"path": p} for p in paths]
+        if checkpoint is not None:
+            data["checkpoint"] = {**(data.get("checkpoint") or {}), "path": checkpoint}
+    return Config(validate(data, file), file)

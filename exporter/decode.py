@@ -1,0 +1,170 @@
+"""Decode stage: one message (bytes) to a record.
+
+JSON: for the hot path a msgspec Struct is built per file holding only the fields the config and
+the preset need, so the rest of each line is skipped, not materialised; `explain` and the slow
+path decode to a plain dict. logfmt has no maintained parser on PyPI (the few packages are
+abandoned and slower than this), so it is a small hand-written scanner. regex: named groups.
+Dotted paths look up nested objects and literal dotted keys ("log.level" as ECS writes it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+
+
+class DecodeFailure(ValueError):
+    """reason is the parse-failure label value."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_json = msgspec.json.Decoder()
+
+
+def json_dict(line: bytes) -> dict[str, Any]:
+    """Full decode for explain and the slow path; raises DecodeFailure with a reason."""
+    try:
+        obj = _json.decode(line)
+    except UnicodeDecodeError:
+        raise DecodeFailure("invalid_utf8") from None
+    except RecursionError:
+        raise DecodeFailure("too_deep") from None
+    except msgspec.DecodeError as e:
+        raise DecodeFailure("invalid_utf8" if "utf-8" in str(e).lower() else "invalid_json") \
+            from None
+    if not isinstance(obj, dict):
+        raise DecodeFailure("not_object")
+    return obj
+
+
+def failure_reason(line: bytes, exc: BaseException) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "invalid_utf8"
+    if isinstance(exc, RecursionError):
+        return "too_deep"
+    if isinstance(exc, msgspec.ValidationError):
+        return "not_object"
+    return "invalid_json"
+
+
+# logfmt: key=value, key="quoted \" value", bare keys mean true.
+_LOGFMT = re.compile(r'([^\s=]+)(?:=("(?:[^"\\]|\\.)*"|[^\s]*))?')
+
+
+def logfmt(line: bytes) -> dict[str, Any]:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeFailure("invalid_utf8") from None
+    out: dict[str, Any] = {}
+    pairs = 0
+    for m in _LOGFMT.finditer(text):
+        key, val = m.group(1), m.group(2)
+        if val is None:
+            out[key] = True
+            continue
+        pairs += 1
+        if val.startswith('"') and len(val) >= 2:
+            val = val[1:-1].replace('\\"', '"').replace("\\\\", "\\").replace("\\n", "\n")
+        out[key] = val
+    if pairs == 0:
+        raise DecodeFailure("invalid_logfmt")
+    return out
+
+
+def looks_logfmt(line: bytes) -> bool:
+    try:
+        d = logfmt(line)
+    except DecodeFailure:
+        return False
+    return sum(1 for v in d.values() if v is not True) >= 2
+
+
+def regex_decoder(pattern: str) -> Callable[[bytes], dict[str, Any]]:
+    rx = re.compile(pattern)
+
+    def decode(line: bytes) -> dict[str, Any]:
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecodeFailure("invalid_utf8") from None
+        m = rx.search(text)
+        if m is None:
+            raise DecodeFailure("regex_mismatch")
+        return {k: v for k, v in m.groupdict().items() if v is not None}
+    return decode
+
+
+def text_record(line: bytes) -> dict[str, Any]:
+    """A line of no known format: the whole line is the message, level unknown."""
+    try:
+        return {"message": line.decode("utf-8")}
+    except UnicodeDecodeError:
+        raise DecodeFailure("invalid_utf8") from None
+
+
+def _walk(v: Any, rest: list[str]) -> Any:
+    for part in rest:
+        if isinstance(v, dict):
+            v = v.get(part)
+        elif isinstance(v, list) and part.lstrip("-").isdigit():
+            i = int(part)
+            v = v[i] if -len(v) <= i < len(v) else None
+        else:
+            return None
+        if v is None:
+            return None
+    return v
+
+
+Getter = Callable[[Any], Any]
+
+
+def dict_getter(path: str) -> Getter:
+    if "." not in path:
+        return lambda d: d.get(path)
+    head, *rest = path.split(".")
+
+    def get(d: dict[str, Any]) -> Any:
+        v = d.get(path)
+        if v is None:
+            v = _walk(d.get(head), rest)
+        return v
+    return get
+
+
+class JsonShape:
+    """A Struct type holding only `paths`, its decoder, and getters that work on its instances."""
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        keys: dict[str, str] = {}  # JSON key -> attribute
+        self.paths = list(dict.fromkeys(paths))
+        for p in self.paths:
+            for key in (p, p.split(".")[0]) if "." in p else (p,):
+                keys.setdefault(key, f"f{len(keys)}")
+        self.attr = keys
+        self.type = msgspec.defstruct(
+            "Record", [(a, Any, None) for a in keys.values()],
+            rename={a: k for k, a in keys.items()}, gc=False, omit_defaults=False)
+        self.decoder = msgspec.json.Decoder(self.type)
+
+    def getter(self, path: str) -> Getter:
+        if "." not in path:
+            return attrgetter(self.attr[path])
+        lit = attrgetter(self.attr[path])
+        head = attrgetter(self.attr[path.split(".")[0]])
+        rest = path.split(".")[1:]
+
+        def get(r: Any) -> Any:
+            v = lit(r)
+            if v is None:
+                v = _walk(head(r), rest)
+            return v
+        return get

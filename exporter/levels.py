@@ -1,0 +1,81 @@
+"""Level stage: whatever a logger wrote as its level, normalised to one of LEVELS.
+
+Names are matched case-insensitively with common abbreviations; numbers follow the scale they most
+likely come from (pino/bunyan 10-60, syslog 0-7, Python logging 5-50 and .NET/Serilog enum 0-5 are
+told apart by range). Anything else is `unknown`, never an error.
+"""
+
+from __future__ import annotations
+
+LEVELS = ("trace", "debug", "info", "warning", "error", "fatal", "unknown")
+ERROR_LEVELS = frozenset(("error", "fatal"))
+
+_NAMES = {
+    "trace": "trace", "trc": "trace", "verbose": "trace", "vrb": "trace", "finest": "trace",
+    "finer": "trace", "all": "trace",
+    "debug": "debug", "dbg": "debug", "dbug": "debug", "fine": "debug", "config": "debug",
+    "info": "info", "inf": "info", "information": "info", "informational": "info",
+    "notice": "info", "ntc": "info", "i": "info", "log": "info", "default": "info",
+    "warn": "warning", "warning": "warning", "wrn": "warning", "wrng": "warning", "w": "warning",
+    "error": "error", "err": "error", "eror": "error", "erro": "error", "e": "error",
+    "severe": "error", "exception": "error", "failure": "error", "fail": "error",
+    "fatal": "fatal", "ftl": "fatal", "critical": "fatal", "crit": "fatal", "crt": "fatal",
+    "alert": "fatal", "emerg": "fatal", "emergency": "fatal", "panic": "fatal", "dpanic": "fatal",
+    "f": "fatal", "c": "fatal",
+    "d": "debug", "t": "trace",
+}
+
+
+def from_number(n: float) -> str:
+    """Numeric level. Numbers >= 10 follow pino/bunyan (10 trace, 20 debug, 30 info, 40 warn,
+    50 error, 60 fatal): those loggers emit numbers by default, while Python's logging (whose 10-50
+    scale disagrees by one step) emits names. Numbers 0-7 are syslog severities."""
+    if n >= 60:
+        return "fatal"
+    if n >= 50:
+        return "error"
+    if n >= 40:
+        return "warning"
+    if n >= 30:
+        return "info"
+    if n >= 20:
+        return "debug"
+    if n >= 10:
+        return "trace"
+    if 0 <= n < 8:
+        return _SYSLOG[int(n)]
+    return "unknown"
+
+
+_SYSLOG = ("fatal", "fatal", "fatal", "error", "warning", "info", "info", "debug")
+
+
+def normalize(raw: object) -> str:
+    """Any raw level value to one of LEVELS."""
+    if raw is None:
+        return "unknown"
+    if isinstance(raw, str):
+        s = raw.strip().lower()
+        got = _NAMES.get(s)
+        if got is not None:
+            return got
+        if s.isdigit():
+            return from_number(int(s))
+        # "WARN " padded, "<error>", "level=error" style leftovers
+        s = s.strip("[]<>() :")
+        got = _NAMES.get(s)
+        if got is not None:
+            return got
+        for prefix, level in _PREFIXES:
+            if s.startswith(prefix):
+                return level
+        return "unknown"
+    if isinstance(raw, bool):
+        return "unknown"
+    if isinstance(raw, int | float):
+        return from_number(raw)
+    return "unknown"
+
+
+_PREFIXES = (("warn", "warning"), ("err", "error"), ("fatal", "fatal"), ("crit", "fatal"),
+             ("emerg", "fatal"), ("info", "info"), ("debug", "debug"), ("trace", "trace"))

@@ -1,0 +1,617 @@
+"""The line path, glued: bytes of a file -> envelope -> decode -> preset -> level -> classify ->
+fingerprint -> aggregate. `oneshot` and the live tailer both feed raw file bytes to a Source.
+
+Hot path (plain JSON files): a whole chunk of complete lines is decoded by one msgspec
+`decode_lines` call into Structs holding only the needed fields, and each record touches a few
+dicts. Anything unusual in a chunk (a malformed line, an over-long line) sends that chunk through
+the per-line path, which counts and skips the bad lines and handles the rest the same way.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from prometheus_client import CollectorRegistry
+
+from exporter import decode, envelope, fingerprint, levels
+from exporter.aggregate import Aggregate, Bounded, Histograms
+from exporter.classify import Facts, Match, Rules, to_seconds, type_from_stack
+from exporter.config import Config
+from exporter.expose import LineCollector
+from exporter.presets import PRESETS, Preset, detect
+
+_UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+_CACHE_MAX = 16384  # per-value caches (level names, components) are cleared when this full
+_DETECT_LINES = 200  # how many lines of a file's first chunk may be tried to detect its format
+UNKNOWN = "unknown"
+
+
+def _first_of(getters: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    if len(getters) == 1:
+        return getters[0]
+
+    def first(r: Any) -> Any:
+        for g in getters:
+            v = g(r)
+            if v is not None:
+                return v
+        return None
+    return first
+
+
+@dataclass
+class UserMetric:
+    family: Bounded | Histograms
+    match: Match | None
+    cfg: dict[str, Any]
+
+
+class Extractor:
+    """Getters for one preset over one record kind.
+
+    struct=True is the hot path: a msgspec Struct with only the fields every line needs (level,
+    component, durations; the level and component candidates narrowed to those seen in the
+    file's first records). Error lines are then decoded again in full, as a dict, for the
+    error-only fields. With user metrics the Struct carries every field they and the rules use.
+    """
+
+    def __init__(self, pipe: Pipeline, preset: Preset, struct: bool,
+                 level: tuple[str, ...] | None = None,
+                 component: tuple[str, ...] | None = None) -> None:
+        cfg = pipe.config.data
+        over = cfg["fields"]
+        pick = {k: list(over.get(k) or getattr(preset, k)) for k in
+                ("level", "message", "error_type", "stack")}
+        pick["error_message"] = list(preset.error_message)
+        pick["component"] = list(over.get("component")
+                                 or [*preset.component, *cfg["component_fields"]])
+        pick["trace_id"] = list(over.get("trace_id") or cfg["exemplar_fields"])
+        if level:
+            pick["level"] = list(level)
+        if component:
+            pick["component"] = list(component)
+        durations = [(d["path"], d["unit"]) for d in cfg["durations"]]
+        hot = ("level", "component")
+        if struct and not pipe.user:
+            roles = {k: v for k, v in pick.items() if k in hot}
+            extra = []
+        else:
+            roles = pick
+            extra = [*pipe.rules.paths, *pipe.user_paths]
+        paths = [p for ps in roles.values() for p in ps] + [p for p, _ in durations] + extra
+        self.preset = preset
+        self.full = not struct or bool(pipe.user)  # has every field errors need
+        if struct:
+            self.shape: decode.JsonShape | None = decode.JsonShape(paths)
+            mk = self.shape.getter
+        else:
+            self.shape = None
+            mk = decode.dict_getter
+        self.get: dict[str, Callable[[Any], Any]] = {p: mk(p) for p in dict.fromkeys(paths)}
+        self.level_paths = tuple(dict.fromkeys(pick["level"]))
+        self.component_paths = tuple(dict.fromkeys(pick["component"]))
+        g = {k: _first_of([self.get[p] for p in dict.fromkeys(ps)]) for k, ps in roles.items()}
+        self.level, self.component = g["level"], g["component"]
+        if self.full:
+            self.message, self.error_type = g["message"], g["error_type"]
+            self.error_message, self.stack, self.trace_id = (g["error_message"], g["stack"],
+                                                             g["trace_id"])
+        self.default_level = preset.default_level
+        dur = [(self.get[p], _UNIT[u], u) for p, u in durations]
+
+        def duration(r: Any) -> float | None:
+            for getter, mul, unit in dur:
+                v = getter(r)
+                if v is not None:
+                    t = type(v)
+                    if (t is float or t is int) and v >= 0:
+                        return v * mul
+                    return to_seconds(v, unit)
+            return None
+        self.duration = duration
+
+
+def _present(paths: tuple[str, ...], sample: list[dict[str, Any]]) -> tuple[str, ...] | None:
+    """The candidate paths found in a sample of records, in order; None (keep all) if none is:
+    a file's logger names its level and component fields the same way on every line."""
+    getters = [(p, decode.dict_getter(p)) for p in paths]
+    found = tuple(p for p, g in getters if any(g(r) is not None for r in sample))
+    return found or None
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    return msgspec.json.encode(v).decode() if isinstance(v, dict | list) else str(v)
+
+
+class Pipeline:
+    def __init__(self, config: Config) -> None:
+        limits = config["limits"]
+        self.agg = Aggregate(limits["max_series_per_metric"], config["duration_buckets"])
+        self.seen = fingerprint.Seen(limits["fingerprint_memory"])
+        self.user_labels: dict[str, tuple[str, ...]] = {}
+        self.user_help: dict[str, str] = {}
+        self.collector = LineCollector(self.agg, self.user_labels, self.user_help)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
+        self.reload(config)
+
+    def reload(self, config: Config) -> None:
+        """Swap classification config (rules, presets, fields, user metrics) keeping all counts.
+        Sources opened before keep working: they rebuild their extractors on next use."""
+        self.config = config
+        self.max_line = config["max_line_bytes"]
+        self.max_label = config["limits"]["max_label_length"]
+        self.rules = Rules(config["rules"], config["fallback"])
+        self.default_component = config["default_component"]
+        self._setup_user_metrics(config)
+        self._extractors: dict[tuple[Any, ...], Extractor] = {}
+        self._level_cache: dict[Any, str] = {}
+        self._label_cache: dict[Any, tuple[str, tuple[str]]] = {}
+        self._fp_cache: dict[tuple[str, str, str], str] = {}
+        self._etype_cache: dict[str, str] = {}
+        self.generation = getattr(self, "generation", 0) + 1
+
+    def _setup_user_metrics(self, config: Config) -> None:
+        limit = config["limits"]["max_series_per_metric"]
+        self.user: list[UserMetric] = []
+        self.user_paths: list[str] = []
+        for m in config["metrics"]:
+            name = m["name"]
+            labels = tuple(m["labels"])
+            hist = m["type"] == "histogram"
+            fam = self.agg.user.get(name)
+            if fam is None or self.user_labels.get(name) != labels or \
+                    isinstance(fam, Histograms) != hist:
+                free = [i for i, k in enumerate(labels) if k != "level"]
+                fam = (Histograms(name, m["buckets"], limit, free, self.agg.dropped) if hist
+                       else Bounded(name, limit, free, self.agg.dropped))
+                self.agg.user[name] = fam
+            self.user_labels[name] = labels
+            self.user_help[name] = m["help"]
+            when = m.get("when")
+            match = Match(when) if when else None
+            if match:
+                self.user_paths.extend(match.paths)
+            paths = [p for k, p in m["labels"].items()
+                     if not (p in ("level", "component") and k == p)]
+            self.user_paths.extend(paths)
+            if "value" in m:
+                self.user_paths.append(m["value"])
+            self.user.append(UserMetric(fam, match, m))
+
+    def extractor(self, preset: str, struct: bool,
+                  sample: list[dict[str, Any]] | None = None) -> Extractor:
+        """Extractors are shared by files with the same preset and field layout."""
+        level = component = None
+        if struct and sample:
+            probe = self.extractor(preset, False)
+            level = _present(probe.level_paths, sample)
+            component = _present(probe.component_paths, sample)
+        key = (preset, struct, level, component)
+        ex = self._extractors.get(key)
+        if ex is None:
+            ex = self._extractors[key] = Extractor(self, PRESETS[preset], struct, level,
+                                                   component)
+        return ex
+
+    def open(self, path: str) -> Source:
+        fmt = self.config["format"]
+        for inp in self.config["inputs"]:
+            if "format" in inp and fnmatch.fnmatch(path, inp["path"]):
+                fmt = inp["format"]
+                break
+        return Source(self, path, fmt)
+
+    # ---- per record -------------------------------------------------------------------------
+
+    def _label(self, raw: Any) -> tuple[str, tuple[str]]:
+        """A free-text label value made safe: ids, emails, IPs scrubbed, length capped."""
+        if raw is None or raw == "":
+            return self.default_component, (self.default_component,)
+        if isinstance(raw, dict | list | bool):
+            return self.default_component, (self.default_component,)
+        v = fingerprint.scrub(str(raw), self.max_label)
+        return v, (v,)
+
+    def records(self, ex: Extractor, recs: list[Any], chunk: bytes | None = None) -> None:
+        """The hot loop: count lines and durations; classify errors. When `recs` are partial
+        Structs decoded from `chunk` (one per line), error lines are decoded again in full."""
+        agg = self.agg
+        lines = agg.lines
+        lvl_cache = self._level_cache
+        lab_cache = self._label_cache
+        g_level, g_comp, g_dur = ex.level, ex.component, ex.duration
+        hv = agg.durations.values
+        slot = agg.durations.slot
+        buckets = agg.durations.buckets
+        errs = levels.ERROR_LEVELS
+        user = self.user
+        full = ex.full
+        split: list[bytes] | None = None
+        for i, r in enumerate(recs):
+            raw = g_level(r)
+            level = lvl_cache.get(raw) if type(raw) is str else None
+            if level is None:
+                level = self._level(raw, ex)
+            lines[level] += 1
+            craw = g_comp(r)
+            comp = lab_cache.get(craw) if type(craw) is str else None
+            if comp is None:
+                comp = self._comp(craw)
+            d = g_dur(r)
+            if d is not None:
+                h = hv.get(comp[1]) or slot(comp[1])
+                h[bisect_left(buckets, d)] += 1
+                h[-1] += d
+            if level in errs:
+                if full:
+                    self.error(ex, r, level, comp[0], d)
+                else:
+                    if split is None:
+                        split = chunk.split(b"\n")  # type: ignore[union-attr]
+                    self.error(self.extractor(ex.preset.name, False),
+                               decode.json_dict(split[i]), level, comp[0], d)
+            if user:
+                self._user(ex, r, level, comp[0], d)
+
+    def _level(self, raw: Any, ex: Extractor) -> str:
+        if raw is None and ex.default_level:
+            return ex.default_level
+        level = levels.normalize(raw)
+        if type(raw) is str:
+            if len(self._level_cache) >= _CACHE_MAX:
+                self._level_cache.clear()
+            self._level_cache[raw] = level
+        return level
+
+    def _comp(self, raw: Any) -> tuple[str, tuple[str]]:
+        comp = self._label(raw)
+        if type(raw) is str:
+            if len(self._label_cache) >= _CACHE_MAX:
+                self._label_cache.clear()
+            self._label_cache[raw] = comp
+        return comp
+
+    def facts(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None) -> Facts:
+        msg = _text(ex.message(r))
+        errmsg = ex.error_message(r)
+        text = f"{msg} {errmsg}" if isinstance(errmsg, str) and errmsg and errmsg != msg else msg
+        et = ex.error_type(r)
+        etype = None
+        if et is not None and not isinstance(et, dict | list | bool):
+            etype = str(et)
+        if not etype:
+            stack = ex.stack(r)
+            if isinstance(stack, str):
+                etype = type_from_stack(stack)
+        if not etype and isinstance(errmsg, str):
+            etype = type_from_stack(errmsg) if ":" in errmsg.split("\n", 1)[0] else None
+        if etype:
+            raw_et = etype
+            etype = self._etype_cache.get(raw_et)
+            if etype is None:
+                etype = fingerprint.scrub(raw_et, self.max_label)
+                if len(self._etype_cache) >= _CACHE_MAX:
+                    self._etype_cache.clear()
+                self._etype_cache[raw_et] = etype
+        else:
+            etype = UNKNOWN
+        getters = ex.get
+        return Facts(level, text, etype, comp, d, lambda p: getters[p](r))
+
+    def error(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None,
+              detail: bool = False) -> dict[str, Any] | None:
+        f = self.facts(ex, r, level, comp, d)
+        dec = self.rules.decide(f)
+        etype = f.error_type
+        fkey = (f.text, etype, comp)
+        fp = self._fp_cache.get(fkey)
+        if fp is None:
+            norm = fingerprint.normalize(f.text)
+            fp = fingerprint.fingerprint(norm, etype, comp)
+            if len(self._fp_cache) >= _CACHE_MAX:
+                self._fp_cache.clear()
+            self._fp_cache[fkey] = fp
+        agg = self.agg
+        key = agg.errors.add((level, dec.severity, dec.category, comp, etype))
+        trace = ex.trace_id(r)
+        if trace is not None and trace != "" and isinstance(trace, str | int) \
+                and not isinstance(trace, bool):
+            agg.exemplars[key] = (str(trace)[:64], time.time())
+        bkey = agg.by_fingerprint.add((fp, comp, etype))
+        new = self.seen.first_sighting(fp)
+        if new:
+            agg.fingerprints_new.add((dec.severity, dec.category, comp))
+        if not detail:
+            return None
+        return {"facts": f, "decision": dec, "normalized": fingerprint.normalize(f.text),
+                "fingerprint": fp, "error_labels": key, "fingerprint_labels": bkey, "new": new,
+                "trace_id": trace}
+
+    def _user(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None) -> None:
+        facts: Facts | None = None
+        for m in self.user:
+            cfg = m.cfg
+            if m.match is not None:
+                if facts is None:
+                    facts = self.facts(ex, r, level, comp, d)
+                if not m.match(facts):
+                    continue
+            labels = []
+            for lname, path in cfg["labels"].items():
+                if path == "level" and lname == "level":
+                    labels.append(level)
+                elif path == "component" and lname == "component":
+                    labels.append(comp)
+                else:
+                    v = ex.get[path](r)
+                    labels.append(UNKNOWN if v is None or isinstance(v, dict | list)
+                                  else fingerprint.scrub(str(v), self.max_label))
+            key = tuple(labels)
+            if "value" in cfg:
+                v = ex.get[cfg["value"]](r)
+                if isinstance(v, str):
+                    try:
+                        v = float(v)
+                    except ValueError:
+                        continue
+                if not isinstance(v, int | float) or isinstance(v, bool) or v != v:
+                    continue
+                v = v * cfg["scale"]
+            else:
+                v = cfg["scale"]
+            fam = m.family
+            if isinstance(fam, Histograms):
+                fam.observe(key, v)
+            else:
+                fam.add(key, v)
+
+    def failed(self, reason: str, n: int = 1) -> None:
+        self.agg.fail(reason, n)
+
+    # ---- explain ----------------------------------------------------------------------------
+
+    def explain(self, line: bytes, fmt: str | None = None) -> dict[str, Any]:
+        """Everything the pipeline decides about one line, for `tailpage-exporter explain`.
+        Runs the real path on a throwaway Pipeline so the caller's counts are untouched."""
+        probe = Pipeline(self.config)
+        src = probe.open("<explain>")
+        if fmt:
+            src.fmt = fmt
+        src.trace = []
+        src.feed(line.rstrip(b"\n") + b"\n")
+        src.flush()
+        out: dict[str, Any] = {"format": src.fmt, "preset": src.preset}
+        if not src.trace:
+            out["parse_failure"] = next(iter(probe.agg.failures), "empty")
+            return out
+        rec = src.trace[-1]
+        out.update(rec)
+        return out
+
+
+class Source:
+    """One file's state: format, preset, the unterminated tail, the partials being joined."""
+
+    def __init__(self, pipe: Pipeline, path: str, fmt: str) -> None:
+        self.pipe = pipe
+        self.path = path
+        self.fmt: str | None = None if fmt == "auto" else fmt
+        self.inner: str | None = None  # format inside a CRI/docker envelope ("auto" per message)
+        cfg_preset = pipe.config["preset"]
+        self.preset: str | None = None if cfg_preset == "auto" else cfg_preset
+        self.buf = b""
+        self.skipping = 0  # bytes of an over-long line being discarded (0: not discarding)
+        self.joiner = envelope.Joiner(pipe.max_line)
+        self.trace: list[dict[str, Any]] | None = None  # explain collects per-record details
+        self._gen = 0
+        self._fast: Extractor | None = None
+        self._slow: Extractor | None = None
+        self._regex: Callable[[bytes], dict[str, Any]] | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self.buf) + self.skipping + self.joiner.pending
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        maxlen = self.pipe.max_line
+        if self.skipping:
+            i = data.find(b"\n")
+            if i < 0:
+                self.skipping += len(data)
+                return
+            data = data[i + 1:]
+            self.skipping = 0
+        buf = self.buf + data if self.buf else data
+        j = buf.rfind(b"\n")
+        if j < 0:
+            self.buf = buf
+            self._check_tail(maxlen)
+            return
+        self.buf = buf[j + 1:]
+        self._check_tail(maxlen)
+        self._chunk(buf[:j + 1] if j + 1 < len(buf) else buf)
+
+    def _check_tail(self, maxlen: int) -> None:
+        if len(self.buf) > maxlen:  # no newline within the cap: discard until the next one
+            self.pipe.failed("too_long")
+            self.skipping = len(self.buf)
+            self.buf = b""
+
+    def flush(self) -> None:
+        """Held-back bytes are complete lines (EOF in oneshot, flush timeout live)."""
+        self.skipping = 0
+        if self.buf:
+            buf, self.buf = self.buf, b""
+            self._chunk(buf + b"\n")
+        for msg in self.joiner.flush():
+            self._message(msg)
+
+    # ---- chunks of complete lines -----------------------------------------------------------
+
+    def _refresh(self) -> None:
+        if self._gen != self.pipe.generation:
+            self._gen = self.pipe.generation
+            self._fast = self._slow = None
+            regex = self.pipe.config["regex"]
+            self._regex = decode.regex_decoder(regex) if regex else None
+
+    def _chunk(self, chunk: bytes) -> None:
+        self._refresh()
+        if self.fmt is None:
+            self._detect(chunk)
+        maxlen = self.pipe.max_line
+        if self.fmt == "json" and self.trace is None and (
+                len(chunk) <= maxlen + 1 or max(map(len, chunk.split(b"\n"))) <= maxlen):
+            ex = self._fast or self._json_extractor(chunk, True)
+            try:
+                recs = ex.shape.decoder.decode_lines(chunk)  # type: ignore[union-attr]
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                pass  # some line is bad: per line below, counting it and keeping the rest
+            else:
+                # one record per line keeps error lines findable; blank lines break that
+                if len(recs) == chunk.count(b"\n"):
+                    self.pipe.records(ex, recs, chunk)
+                    return
+        for line in chunk.split(b"\n")[:-1]:
+            self._line(line)
+
+    def _detect(self, chunk: bytes) -> None:
+        for line in chunk.split(b"\n", _DETECT_LINES)[:_DETECT_LINES]:
+            line = line.strip()
+            if not line:
+                continue
+            if envelope.looks_cri(line):
+                self.fmt = "cri"
+            elif envelope.looks_docker(line):
+                self.fmt = "docker"
+            elif line.startswith(b"{"):
+                self.fmt = "json"
+            elif self._regex is not None:
+                self.fmt = "regex"
+            elif decode.looks_logfmt(line):
+                self.fmt = "logfmt"
+            else:
+                self.fmt = "text"
+            return
+
+    def _json_extractor(self, chunk: bytes, struct: bool) -> Extractor:
+        """Detect the preset (unless configured) and which level/component fields this file
+        uses, from its first decodable records."""
+        sample = []
+        for line in chunk.split(b"\n", _DETECT_LINES)[:_DETECT_LINES]:
+            try:
+                sample.append(decode.json_dict(line))
+            except decode.DecodeFailure:
+                continue
+        if self.preset is None and sample:
+            self.preset = detect(sample[0])
+        preset = self.preset or "generic"
+        if not struct:
+            self._slow = self.pipe.extractor(preset, False)
+            return self._slow
+        self._fast = self.pipe.extractor(preset, True, sample)
+        return self._fast
+
+    def _line(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line.strip():
+            return
+        if len(line) > self.pipe.max_line:
+            self.pipe.failed("too_long")
+            return
+        fmt = self.fmt
+        if fmt == "cri" or fmt == "docker":
+            try:
+                stream, msg, final = (envelope.unwrap_cri(line) if fmt == "cri"
+                                      else envelope.unwrap_docker(line))
+                whole = self.joiner.add(stream, msg, final, len(line) + 1)
+            except envelope.BadEnvelope:
+                self.pipe.failed("invalid_envelope")
+                return
+            except envelope.TooLong:
+                self.pipe.failed("too_long")
+                return
+            if whole is not None:
+                self._message(whole)
+            return
+        self._message(line, fmt)
+
+    def _message(self, msg: bytes, fmt: str | None = None) -> None:
+        """One whole message (envelope removed) through decode and the record path."""
+        if fmt is None or fmt in ("cri", "docker", "auto"):
+            fmt = self.inner or self._sniff(msg)
+        try:
+            if fmt == "json":
+                ex = self._slow or self._json_extractor(msg, False)
+                rec: Any = decode.json_dict(msg)
+            else:
+                ex = self._slow_dict()
+                if fmt == "logfmt":
+                    rec = decode.logfmt(msg)
+                elif fmt == "regex" and self._regex is not None:
+                    rec = self._regex(msg)
+                else:
+                    rec = decode.text_record(msg)
+        except decode.DecodeFailure as e:
+            self.pipe.failed(e.reason)
+            return
+        if self.trace is not None:
+            self._explain(ex, rec, fmt)
+        else:
+            self.pipe.records(ex, [rec])
+
+    def _slow_dict(self) -> Extractor:
+        return self.pipe.extractor("generic", False)
+
+    def _sniff(self, msg: bytes) -> str:
+        s = msg.lstrip()
+        if s.startswith(b"{"):
+            return "json"
+        if self._regex is not None:
+            return "regex"
+        if decode.looks_logfmt(s):
+            return "logfmt"
+        return "text"
+
+    def _explain(self, ex: Extractor, rec: dict[str, Any], fmt: str) -> None:
+        pipe = self.pipe
+        raw = ex.level(rec)
+        level = pipe._level(raw, ex)
+        comp = pipe._comp(ex.component(rec))[0]
+        d = ex.duration(rec)
+        out: dict[str, Any] = {"inner_format": fmt, "fields": rec, "raw_level": raw,
+                               "level": level, "component": comp, "duration_seconds": d}
+        if level in levels.ERROR_LEVELS:
+            res = pipe.error(ex, rec, level, comp, d, detail=True)
+            assert res is not None
+            f, dec = res["facts"], res["decision"]
+            out.update(error_type=f.error_type, severity=dec.severity, category=dec.category,
+                       severity_rule=dec.rule, category_rule=dec.category_rule,
+                       normalized_message=res["normalized"], fingerprint=res["fingerprint"],
+                       exemplar_trace_id=res["trace_id"],
+                       labels={"tailpage_errors_total": dict(zip(
+                           ("level", "severity", "category", "component", "error_type"),
+                           res["error_labels"], strict=True)),
+                           "tailpage_errors_by_fingerprint_total": dict(zip(
+                               ("fingerprint", "component", "error_type"),
+                               res["fingerprint_labels"], strict=True))})
+        else:
+            out["labels"] = {"tailpage_log_lines_total": {"level": level}}
+            if d is not None:
+                out["labels"]["tailpage_request_duration_seconds"] = {"component": comp}
+        pipe.agg.lines[level] += 1
+        self.trace.append(out)  # type: ignore[union-attr]

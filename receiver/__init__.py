@@ -1,0 +1,1 @@
+"""tailpage receiver: Alertmanager webhooks routed to people by severity."""

@@ -1,0 +1,103 @@
+"""API: active alerts, ack, manual resolve, history, dead letters. Same auth as intake.
+
+Answers carry channel NAMES and delivery states, never channel URLs.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from .config import parse_duration
+from .intake import authorized, unauthorized
+from .state import STATE
+
+_WHO = re.compile(r"^[\w .@+-]{1,64}$")
+
+
+def _auth(request: web.Request) -> str | None:
+    return authorized(request, request.app[STATE].cfg.auth)
+
+
+async def get_alerts(request: web.Request) -> web.Response:
+    if _auth(request) is None:
+        return unauthorized(request.app[STATE].cfg.auth)
+    alerts = await request.app[STATE].store.active_alerts()
+    counts: dict[str, int] = {}
+    for a in alerts:
+        counts[a["severity"]] = counts.get(a["severity"], 0) + 1
+    return web.json_response({"counts": counts, "alerts": alerts})
+
+
+async def _who(request: web.Request, caller: str) -> str | web.Response:
+    who = request.query.get("by")
+    if who is None and request.can_read_body:
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response(
+                {"error": 'body: expected JSON like {"by": "alice"}'}, status=400
+            )
+        who = body.get("by") if isinstance(body, dict) else None
+    who = (who or caller or "api").strip()
+    if not _WHO.match(who):
+        return web.json_response(
+            {"error": "by: expected 1-64 letters, digits, space . @ + - _"}, status=400
+        )
+    return who
+
+
+async def _act(request: web.Request, action: str) -> web.Response:
+    state = request.app[STATE]
+    caller = _auth(request)
+    if caller is None:
+        return unauthorized(state.cfg.auth)
+    who = await _who(request, caller)
+    if isinstance(who, web.Response):
+        return who
+    fp = request.match_info["fingerprint"]
+    fn = state.store.ack if action == "ack" else state.store.resolve
+    if not await fn(fp, who, state.clock()):
+        return web.json_response({"error": f"no firing alert with fingerprint {fp}"}, status=404)
+    if action == "resolve":
+        state.wake.set()
+    return web.json_response({"fingerprint": fp, action: True, "by": who})
+
+
+async def post_ack(request: web.Request) -> web.Response:
+    return await _act(request, "ack")
+
+
+async def post_resolve(request: web.Request) -> web.Response:
+    return await _act(request, "resolve")
+
+
+async def get_history(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if _auth(request) is None:
+        return unauthorized(state.cfg.auth)
+    try:
+        since = parse_duration(request.query.get("since", "24h"))
+    except ValueError:
+        return web.json_response({"error": "since: expected a duration such as 24h"}, status=400)
+    return web.json_response(await state.store.history(state.clock() - since))
+
+
+async def get_dead_letters(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if _auth(request) is None:
+        return unauthorized(state.cfg.auth)
+    try:
+        limit = min(1000, max(1, int(request.query.get("limit", "100"))))
+    except ValueError:
+        return web.json_response({"error": "limit: expected an integer"}, status=400)
+    return web.json_response({"dead_letters": await state.store.dead_letters(limit)})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/alerts", get_alerts)
+    app.router.add_post("/api/v1/alerts/{fingerprint}/ack", post_ack)
+    app.router.add_post("/api/v1/alerts/{fingerprint}/resolve", post_resolve)
+    app.router.add_get("/api/v1/history", get_history)
+    app.router.add_get("/api/v1/dead-letters", get_dead_letters)

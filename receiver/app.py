@@ -1,0 +1,107 @@
+"""App: the aiohttp application. Owns the store, the delivery workers and the escalation timer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from . import api, escalate
+from .config import Config, redact_dsn
+from .deliver import Deliverer
+from .intake import handle_alerts
+from .metrics import Metrics
+from .state import STATE, State
+from .store import Store, StoreError, open_store
+
+log = logging.getLogger("tailpage.receiver")
+
+
+@web.middleware
+async def _store_errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except StoreError as e:
+        log.error("%s %s: store unavailable: %s", request.method, request.path, e)
+        return web.json_response(
+            {"error": "store unavailable, retry later"}, status=503, headers={"Retry-After": "5"}
+        )
+
+
+async def healthy(request: web.Request) -> web.Response:
+    return web.Response(text="OK\n")
+
+
+async def ready(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if not state.ready:
+        return web.Response(status=503, text="starting\n")
+    try:
+        await asyncio.wait_for(state.store.ping(), state.cfg.store_timeout_s + 1)
+    except (StoreError, TimeoutError):
+        return web.Response(status=503, text="store unavailable\n")
+    return web.Response(text="OK\n")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    with contextlib.suppress(StoreError, TimeoutError):
+        depth = await asyncio.wait_for(state.store.queue_depth(), 2)
+        state.metrics.set_queue_depth(depth, list(state.cfg.channels))
+    return web.Response(
+        body=generate_latest(state.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+def build_app(
+    cfg: Config,
+    store: Store | None = None,
+    clock: Callable[[], float] = time.time,
+    workers: bool = True,
+) -> web.Application:
+    """`store` defaults to the one named by cfg.store; `workers=False` leaves delivery and
+    escalation to the caller (tests drive them tick by tick)."""
+    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[_store_errors])
+    m = Metrics()
+    m.init_channels(list(cfg.channels))
+    state = State(
+        cfg=cfg, store=store or open_store(cfg.store, cfg.store_timeout_s), metrics=m, clock=clock
+    )
+    app[STATE] = state
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await state.store.open()
+        log.info("store open: %s", redact_dsn(cfg.store))
+        tasks = []
+        if workers:
+            d = Deliverer(cfg, state.store, m, state.wake, clock)
+            tasks = [
+                asyncio.create_task(d.run(f"w{i}"), name=f"deliver-{i}")
+                for i in range(cfg.delivery.workers)
+            ]
+            tasks.append(
+                asyncio.create_task(
+                    escalate.run(state.store, m, state.wake, cfg.escalation_poll_s, clock),
+                    name="escalate",
+                )
+            )
+        state.ready = True
+        yield
+        state.ready = False
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await state.store.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/alerts", handle_alerts)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    api.add_routes(app)
+    return app

@@ -1,0 +1,138 @@
+"""tailpage-receiver: run | check-config FILE | routes FILE label=value... | send-test."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from aiohttp import web
+
+from . import config as config_mod
+from .config import Config, ConfigError
+from .render import test_notification
+
+EXIT_CONFIG = 2
+
+
+def _load(path: str | None) -> Config:
+    return config_mod.load(path) if path else config_mod.no_config_defaults()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .app import build_app
+
+    cfg = _load(args.config)
+    if args.listen:
+        host, _, port = args.listen.rpartition(":")
+        if not port.isdigit():
+            raise ConfigError("--listen", "listen", "expected HOST:PORT, e.g. 127.0.0.1:9097")
+        cfg.listen_host, cfg.listen_port = host or "0.0.0.0", int(port)
+    if not cfg.channels:
+        logging.getLogger("tailpage.receiver").warning(
+            "no channels configured: alerts are stored and visible in the API only"
+        )
+    web.run_app(
+        build_app(cfg),
+        host=cfg.listen_host,
+        port=cfg.listen_port,
+        print=lambda _: None,
+        access_log=None,
+        handle_signals=True,
+    )
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.file)
+    routes = "default severity policy" if cfg.routes is None else f"{len(cfg.routes)} routes"
+    print(
+        f"{args.file}: OK ({len(cfg.channels)} channels: {', '.join(cfg.channels) or 'none'}; "
+        f"{routes})"
+    )
+    return 0
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    from .route import route
+
+    cfg = config_mod.load(args.file)
+    labels = {}
+    for item in args.labels:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"routes: expected label=value, got {item!r}", file=sys.stderr)
+            return EXIT_CONFIG
+        labels[key] = value
+    r = route(cfg, labels)
+    print(f"severity: {r.severity}")
+    print(f"channels: {', '.join(r.channels) if r.channels else '(none: visible in the API only)'}")
+    for i, s in enumerate(r.escalation, start=1):
+        print(f"escalate {i}: after {s.after_s:g}s if not acknowledged -> {', '.join(s.channels)}")
+    return 0
+
+
+def cmd_send_test(args: argparse.Namespace) -> int:
+    from .deliver import send
+
+    cfg = config_mod.load(args.config)
+    ch = cfg.channels.get(args.channel)
+    if ch is None:
+        print(
+            f"send-test: no channel {args.channel!r} in {args.config} "
+            f"(have: {', '.join(cfg.channels) or 'none'})",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    error = asyncio.run(send(ch, test_notification(ch), cfg.delivery.timeout_s))
+    if error:
+        print(f"send-test: {args.channel}: FAILED: {error}", file=sys.stderr)
+        return 1
+    print(f"send-test: {args.channel}: sent")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="tailpage-receiver", description=__doc__)
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="serve webhooks, deliver, escalate")
+    r.add_argument("--config", help="YAML config (default: SQLite in ./var and a console channel)")
+    r.add_argument("--listen", help="HOST:PORT (overrides the config; default 127.0.0.1:9097)")
+    r.set_defaults(fn=cmd_run)
+    c = sub.add_parser("check-config", help="validate a config file; exit 2 on errors")
+    c.add_argument("file")
+    c.set_defaults(fn=cmd_check_config)
+    ro = sub.add_parser("routes", help="which channels and escalation steps these labels get")
+    ro.add_argument("file")
+    ro.add_argument("labels", nargs="*", metavar="label=value")
+    ro.set_defaults(fn=cmd_routes)
+    t = sub.add_parser("send-test", help="send a test notification to one channel")
+    t.add_argument("--config", required=True)
+    t.add_argument("channel")
+    t.set_defaults(fn=cmd_send_test)
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # apprise logs per-plugin detail at INFO/DEBUG that can include endpoint paths (tokens)
+    logging.getLogger("apprise").setLevel(logging.ERROR)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Exception as e:
+        from .store import StoreError
+
+        if isinstance(e, StoreError):
+            print(f"store error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

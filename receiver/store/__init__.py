@@ -1,0 +1,21 @@
+"""Durable state: alert events, outbox, escalation timers, rate-limit buckets, digests."""
+
+from .base import (
+    Delivery,
+    EscalationFired,
+    IncomingAlert,
+    IngestResult,
+    Store,
+    StoreError,
+    open_store,
+)
+
+__all__ = [
+    "Delivery",
+    "EscalationFired",
+    "IncomingAlert",
+    "IngestResult",
+    "Store",
+    "StoreError",
+    "open_store",
+]

@@ -1,0 +1,725 @@
+"""The PostgreSQL store: several receiver replicas share one database.
+
+Everything rests on PostgreSQL's own guarantees, no coordination scheme of ours:
+- intake is one transaction; unique constraints plus INSERT ... ON CONFLICT DO NOTHING make the
+  same alert posted to two replicas at once one event and one outbox row per channel;
+- delivery workers claim outbox rows with SELECT ... FOR UPDATE SKIP LOCKED and a lease, so a
+  replica killed mid-send leaves its rows to the others once the lease runs out;
+- escalation timers are claimed the same way (row lock on the alert, SKIP LOCKED);
+- rate-limit buckets are rows locked while a token is taken; digests are made under a
+  transaction-scoped advisory lock per channel, so one replica summarises all held rows;
+- migrations are versioned and applied at start under pg_advisory_xact_lock, so replicas that
+  start together apply each one exactly once.
+
+Times are float UNIX seconds given by the caller, as in the SQLite store (replica clocks should be
+NTP-synced: leases and timers compare them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from .base import Delivery, EscalationFired, IncomingAlert, IngestResult, StoreError
+
+log = logging.getLogger("tailpage.receiver.store")
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+
+# pg_advisory_xact_lock keys (any constant bigint; the names only document them)
+MIGRATION_LOCK = 0x7461_696C_7061_6701  # "tailpag" + 1
+DIGEST_LOCK_PREFIX = "tailpage.receiver.digest:"
+
+# Versioned, append-only. Keep every migration additive (new tables, nullable or defaulted
+# columns) so an older replica still running during a rolling upgrade keeps working.
+MIGRATIONS = [
+    """
+    CREATE TABLE events(
+      id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+      fingerprint text NOT NULL, status text NOT NULL, starts_at text NOT NULL,
+      ends_at text, labels jsonb NOT NULL, annotations jsonb NOT NULL, generator_url text,
+      severity text NOT NULL, external_url text, source text NOT NULL,
+      received_at double precision NOT NULL,
+      UNIQUE(fingerprint, status, starts_at));
+    CREATE TABLE alerts(
+      fingerprint text PRIMARY KEY, status text NOT NULL, severity text NOT NULL,
+      labels jsonb NOT NULL, annotations jsonb NOT NULL, starts_at text NOT NULL,
+      generator_url text, firing_event_id bigint, first_notified_at double precision NOT NULL,
+      updated_at double precision NOT NULL, acked_by text, acked_at double precision,
+      resolved_by text, resolved_at double precision,
+      escalation jsonb NOT NULL DEFAULT '[]', escalation_step integer NOT NULL DEFAULT 0,
+      next_escalation_at double precision);
+    CREATE INDEX alerts_next_escalation ON alerts(next_escalation_at)
+      WHERE next_escalation_at IS NOT NULL;
+    CREATE INDEX alerts_resolved_at ON alerts(resolved_at);
+    CREATE TABLE outbox(
+      id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, event_id bigint,
+      fingerprint text NOT NULL, channel text NOT NULL, kind text NOT NULL,
+      step integer NOT NULL DEFAULT 0, state text NOT NULL DEFAULT 'pending',
+      attempts integer NOT NULL DEFAULT 0, created_at double precision NOT NULL,
+      next_attempt_at double precision NOT NULL, lease_owner text,
+      lease_until double precision, last_error text, finished_at double precision,
+      digest_id bigint, payload jsonb,
+      UNIQUE(event_id, channel, kind, step));
+    CREATE INDEX outbox_pending ON outbox(next_attempt_at, id) WHERE state = 'pending';
+    CREATE INDEX outbox_leased ON outbox(lease_until) WHERE state = 'sending';
+    CREATE INDEX outbox_unfinished ON outbox(fingerprint, channel, id)
+      WHERE state IN ('pending', 'sending');
+    CREATE INDEX outbox_held ON outbox(channel, id) WHERE state = 'held';
+    CREATE INDEX outbox_dead ON outbox(finished_at) WHERE state = 'dead';
+    CREATE INDEX outbox_created ON outbox(created_at);
+    CREATE TABLE buckets(
+      channel text PRIMARY KEY, tokens double precision NOT NULL,
+      updated_at double precision NOT NULL);
+    """,
+]
+
+# deadlock_detected, serialization_failure: the transaction did nothing; run it again
+_RETRY_TX = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
+
+
+class PostgreSQLStore:
+    def __init__(self, url: str, timeout_s: float = 5.0, pool_max: int = 10):
+        self.url = url  # holds the password: never log it, never put it in an error
+        self.timeout_s = timeout_s
+        self.pool_max = pool_max
+        self._password = conninfo_to_dict(url).get("password") or ""
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        # lease_owner names the replica too (worker names repeat across replicas), so
+        # `SELECT lease_owner, count(*) FROM outbox WHERE state='sending'` shows who holds what.
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _error(self, what: str, e: BaseException) -> StoreError:
+        text = f"{what}: {type(e).__name__}: {e}".strip()
+        if self._password:
+            text = text.replace(self._password, "***")
+        return StoreError(text[:500])
+
+    async def _configure(self, conn: Conn) -> None:
+        # A webhook waits at most store_timeout for a lock, then gets 503 (Alertmanager retries);
+        # statement_timeout bounds a hung query so workers and readiness never stall forever.
+        ms = max(1, int(self.timeout_s * 1000))
+        await conn.execute(f"SET lock_timeout = {ms}")
+        await conn.execute(f"SET statement_timeout = {max(ms * 4, 10000)}")
+
+    async def open(self) -> None:
+        connect = {
+            "autocommit": True,
+            "row_factory": dict_row,
+            "application_name": "tailpage-receiver",
+        }
+        if "connect_timeout" not in conninfo_to_dict(self.url):
+            connect["connect_timeout"] = max(2, int(self.timeout_s))
+        try:
+            await self._migrate(connect)
+        except (psycopg.Error, OSError) as e:
+            raise self._error("cannot open the PostgreSQL store", e) from e
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self.pool_max,
+            kwargs=connect,
+            configure=self._configure,
+            timeout=self.timeout_s,
+            name="tailpage-receiver",
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=max(self.timeout_s, 10.0))
+        except (PoolTimeout, psycopg.Error) as e:
+            await pool.close()
+            raise self._error("cannot open the PostgreSQL store", e) from e
+        self._pool = pool
+
+    async def _migrate(self, connect: dict[str, Any]) -> None:
+        async with await psycopg.AsyncConnection.connect(self.url, **connect) as conn:
+            await self._configure(conn)
+            # Wait as long as another replica needs for its migrations, not just lock_timeout.
+            await conn.execute("SET lock_timeout = 0")
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS tailpage_schema_version("
+                    "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                cur = await conn.execute("SELECT max(version) AS v FROM tailpage_schema_version")
+                row = await cur.fetchone()
+                have = (row or {}).get("v") or 0
+                if have > len(MIGRATIONS):
+                    log.warning(
+                        "database schema version %d is newer than this receiver's %d; "
+                        "running on it (migrations are additive)",
+                        have,
+                        len(MIGRATIONS),
+                    )
+                for version, script in enumerate(MIGRATIONS, start=1):
+                    if version > have:
+                        await conn.execute(script)  # type: ignore[arg-type]
+                        await conn.execute(
+                            "INSERT INTO tailpage_schema_version(version) VALUES (%s)", (version,)
+                        )
+                        log.info("store schema migrated to version %d", version)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def _tx(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run fn in one transaction on a pooled connection. Deadlocks and serialization
+        failures are retried; a connection lost before or during the transaction is retried
+        once on a fresh one (every operation here is safe to run again: a commit that did land
+        makes the retried intake see duplicates, a claim is re-claimed after its lease)."""
+        if self._pool is None:
+            raise StoreError("store is closed")
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    return await fn(conn)
+            except PoolTimeout as e:  # all connections busy or the server unreachable
+                raise self._error("PostgreSQL store: no connection", e) from e
+            except _RETRY_TX as e:
+                if attempt >= 5:
+                    raise self._error("PostgreSQL store", e) from e
+                await asyncio.sleep(0.01 * attempt)
+            except (pgerrors.QueryCanceled, pgerrors.LockNotAvailable) as e:  # our timeouts
+                raise self._error("PostgreSQL store", e) from e
+            except psycopg.OperationalError as e:
+                if attempt >= 2:
+                    raise self._error("PostgreSQL store", e) from e
+                log.warning("%s; retrying once", self._error("PostgreSQL store", e))
+            except psycopg.Error as e:
+                raise self._error("PostgreSQL store", e) from e
+
+    # -- the interface -------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._tx(lambda c: c.execute("SELECT 1"))
+
+    async def ingest(self, alerts: list[IncomingAlert], now: float) -> IngestResult:
+        async def op(c: Conn) -> IngestResult:
+            # Lock rows in fingerprint order, so two replicas ingesting the same batch (or
+            # overlapping ones) wait for each other instead of deadlocking. The sort is stable:
+            # the order of one alert's own events is kept.
+            counts: dict[int, int | None] = {}
+            for i in sorted(range(len(alerts)), key=lambda i: alerts[i].fingerprint):
+                counts[i] = await _ingest_one(c, alerts[i], now, "webhook", None)
+            res = IngestResult()
+            for i, a in enumerate(alerts):
+                n = counts[i]
+                if n is None:
+                    res.duplicates.append(a)
+                else:
+                    res.accepted.append(a)
+                    res.deliveries += n
+            return res
+
+        return await self._tx(op)
+
+    async def claim_due(
+        self, worker: str, now: float, limit: int, lease_s: float
+    ) -> list[Delivery]:
+        async def op(c: Conn) -> list[Delivery]:
+            cur = await c.execute(
+                _CLAIM,
+                {
+                    "now": now,
+                    "limit": limit,
+                    "worker": f"{self.replica}/{worker}",
+                    "until": now + lease_s,
+                },
+            )
+            return [_delivery(r) for r in await cur.fetchall()]
+
+        return await self._tx(op)
+
+    async def _exec(self, sql: str, params: tuple[Any, ...]) -> int:
+        async def op(c: Conn) -> int:
+            cur = await c.execute(sql, params)  # type: ignore[arg-type]
+            return cur.rowcount
+
+        return await self._tx(op)
+
+    async def mark_sent(self, delivery_id: int, now: float) -> None:
+        await self._exec(
+            "UPDATE outbox SET state='sent', attempts=attempts+1, finished_at=%s, "
+            "lease_owner=NULL, lease_until=NULL, last_error=NULL WHERE id=%s",
+            (now, delivery_id),
+        )
+
+    async def mark_failed(self, delivery_id: int, error: str, next_attempt_at: float) -> None:
+        await self._exec(
+            "UPDATE outbox SET state='pending', attempts=attempts+1, last_error=%s, "
+            "next_attempt_at=%s, lease_owner=NULL, lease_until=NULL WHERE id=%s",
+            (error, next_attempt_at, delivery_id),
+        )
+
+    async def mark_dead(self, delivery_id: int, error: str, now: float) -> None:
+        await self._exec(
+            "UPDATE outbox SET state='dead', attempts=attempts+1, last_error=%s, "
+            "finished_at=%s, lease_owner=NULL, lease_until=NULL WHERE id=%s",
+            (error, now, delivery_id),
+        )
+
+    async def hold(self, delivery_id: int, now: float) -> None:
+        await self._exec(
+            "UPDATE outbox SET state='held', lease_owner=NULL, lease_until=NULL WHERE id=%s",
+            (delivery_id,),
+        )
+
+    async def take_token(self, channel: str, now: float, rate_per_s: float, burst: int) -> bool:
+        async def op(c: Conn) -> bool:
+            await c.execute(
+                "INSERT INTO buckets(channel, tokens, updated_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT (channel) DO NOTHING",
+                (channel, float(burst), now),
+            )
+            # the row lock makes replicas take tokens one after the other
+            cur = await c.execute(
+                "SELECT tokens, updated_at FROM buckets WHERE channel=%s FOR UPDATE", (channel,)
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            tokens = min(
+                float(burst), row["tokens"] + max(0.0, now - row["updated_at"]) * rate_per_s
+            )
+            ok = tokens >= 1.0
+            if ok:
+                tokens -= 1.0
+            # greatest(): a replica whose clock lags must not make the bucket refill twice
+            await c.execute(
+                "UPDATE buckets SET tokens=%s, updated_at=greatest(updated_at, %s) "
+                "WHERE channel=%s",
+                (tokens, now, channel),
+            )
+            return ok
+
+        return await self._tx(op)
+
+    async def channels_with_held(self) -> list[str]:
+        async def op(c: Conn) -> list[str]:
+            cur = await c.execute(
+                "SELECT DISTINCT channel FROM outbox WHERE state='held' ORDER BY channel"
+            )
+            return [r["channel"] for r in await cur.fetchall()]
+
+        return await self._tx(op)
+
+    async def make_digest(self, channel: str, now: float) -> int | None:
+        return await self._tx(lambda c: _make_digest(c, channel, now))
+
+    async def fire_due_escalations(self, now: float, limit: int) -> list[EscalationFired]:
+        return await self._tx(lambda c: _fire_due_escalations(c, now, limit))
+
+    async def ack(self, fingerprint: str, who: str, now: float) -> bool:
+        n = await self._exec(
+            "UPDATE alerts SET acked_by=coalesce(acked_by, %s), acked_at=coalesce(acked_at, %s), "
+            "next_escalation_at=NULL, updated_at=%s WHERE fingerprint=%s AND status='firing'",
+            (who, now, now, fingerprint),
+        )
+        return n > 0
+
+    async def resolve(self, fingerprint: str, who: str, now: float) -> bool:
+        return await self._tx(lambda c: _manual_resolve(c, fingerprint, who, now))
+
+    async def active_alerts(self) -> list[dict[str, Any]]:
+        return await self._tx(_active_alerts)
+
+    async def history(self, since: float) -> dict[str, Any]:
+        return await self._tx(lambda c: _history(c, since))
+
+    async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
+        async def op(c: Conn) -> list[dict[str, Any]]:
+            cur = await c.execute(
+                "SELECT o.id, o.channel, o.kind, o.step, o.fingerprint, o.attempts, "
+                "o.last_error AS error, o.created_at, o.finished_at AS dead_at, "
+                "e.labels->>'alertname' AS alertname "
+                "FROM outbox o LEFT JOIN events e ON e.id = o.event_id WHERE o.state='dead' "
+                "ORDER BY o.finished_at DESC LIMIT %s",
+                (limit,),
+            )
+            return list(await cur.fetchall())
+
+        return await self._tx(op)
+
+    async def queue_depth(self) -> dict[str, int]:
+        async def op(c: Conn) -> dict[str, int]:
+            cur = await c.execute(
+                "SELECT channel, count(*) AS n FROM outbox "
+                "WHERE state IN ('pending','sending','held') GROUP BY channel"
+            )
+            return {r["channel"]: r["n"] for r in await cur.fetchall()}
+
+        return await self._tx(op)
+
+
+# -- operations: each runs inside the transaction _tx opened ----------------------------------
+
+# Due rows, oldest first, skipping rows another worker holds locked right now. A row waits while
+# an earlier row of the same alert and channel is unfinished, so a resolve never overtakes its
+# firing notice (the NOT EXISTS reads the statement's snapshot: a firing row just claimed by
+# another replica is still unfinished in it, so its resolve stays back).
+_CLAIM = """
+WITH due AS (
+  SELECT o.id FROM outbox o
+  WHERE ((o.state = 'pending' AND o.next_attempt_at <= %(now)s)
+         OR (o.state = 'sending' AND o.lease_until <= %(now)s))
+    AND NOT EXISTS (
+      SELECT 1 FROM outbox p
+      WHERE o.fingerprint <> '' AND p.fingerprint = o.fingerprint AND p.channel = o.channel
+        AND p.id < o.id AND p.state IN ('pending', 'sending'))
+  ORDER BY o.next_attempt_at, o.id
+  LIMIT %(limit)s
+  FOR UPDATE OF o SKIP LOCKED
+), claimed AS (
+  UPDATE outbox o SET state = 'sending', lease_owner = %(worker)s, lease_until = %(until)s
+  FROM due WHERE o.id = due.id
+  RETURNING o.id, o.channel, o.kind, o.step, o.attempts, o.created_at, o.next_attempt_at,
+            o.fingerprint, o.payload, o.event_id
+)
+SELECT c.*, e.status, e.severity, e.labels, e.annotations, e.starts_at, e.generator_url,
+       e.external_url, e.source, a.resolved_by
+FROM claimed c LEFT JOIN events e ON e.id = c.event_id
+LEFT JOIN alerts a ON a.fingerprint = c.fingerprint
+ORDER BY c.next_attempt_at, c.id
+"""
+
+
+async def _insert_outbox(
+    c: Conn, event_id: int | None, fp: str, channels, kind: str, step: int, now: float
+) -> int:
+    n = 0
+    for ch in dict.fromkeys(channels):
+        cur = await c.execute(
+            "INSERT INTO outbox(event_id, fingerprint, channel, kind, step, created_at, "
+            "next_attempt_at) VALUES (%s,%s,%s,%s,%s,%s,%s) "
+            "ON CONFLICT (event_id, channel, kind, step) DO NOTHING",
+            (event_id, fp, ch, kind, step, now, now),
+        )
+        n += cur.rowcount
+    return n
+
+
+async def _ingest_one(
+    c: Conn, a: IncomingAlert, now: float, source: str, who: str | None
+) -> int | None:
+    """Store one alert event; None when it is a duplicate, else the number of outbox rows."""
+    if a.status == "firing":
+        cur = await c.execute(
+            "SELECT 1 FROM events WHERE fingerprint=%s AND status='resolved' AND starts_at=%s",
+            (a.fingerprint, a.starts_at),
+        )
+        if await cur.fetchone():
+            return None  # a late firing copy of an episode already resolved: nothing new to say
+    # The unique constraint decides: a replica inserting the same event at the same moment
+    # waits here for the other's commit and then inserts nothing.
+    cur = await c.execute(
+        "INSERT INTO events(fingerprint, status, starts_at, ends_at, labels, annotations, "
+        "generator_url, severity, external_url, source, received_at) "
+        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+        "ON CONFLICT (fingerprint, status, starts_at) DO NOTHING RETURNING id",
+        (
+            a.fingerprint,
+            a.status,
+            a.starts_at,
+            a.ends_at,
+            Jsonb(a.labels),
+            Jsonb(a.annotations),
+            a.generator_url,
+            a.severity,
+            a.external_url,
+            source,
+            now,
+        ),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    event_id = row["id"]
+    if a.status == "firing":
+        plan = [[after, list(chs)] for after, chs in a.escalation]
+        await c.execute(
+            "INSERT INTO alerts(fingerprint, status, severity, labels, annotations, starts_at, "
+            "generator_url, firing_event_id, first_notified_at, updated_at, escalation, "
+            "escalation_step, next_escalation_at) "
+            "VALUES (%s, 'firing', %s,%s,%s,%s,%s,%s,%s,%s,%s,0,%s) "
+            "ON CONFLICT (fingerprint) DO UPDATE SET status='firing', "
+            "severity=excluded.severity, labels=excluded.labels, "
+            "annotations=excluded.annotations, starts_at=excluded.starts_at, "
+            "generator_url=excluded.generator_url, firing_event_id=excluded.firing_event_id, "
+            "first_notified_at=excluded.first_notified_at, updated_at=excluded.updated_at, "
+            "acked_by=NULL, acked_at=NULL, resolved_by=NULL, resolved_at=NULL, "
+            "escalation=excluded.escalation, escalation_step=0, "
+            "next_escalation_at=excluded.next_escalation_at",
+            (
+                a.fingerprint,
+                a.severity,
+                Jsonb(a.labels),
+                Jsonb(a.annotations),
+                a.starts_at,
+                a.generator_url,
+                event_id,
+                now,
+                now,
+                Jsonb(plan),
+                (now + plan[0][0]) if plan else None,
+            ),
+        )
+        return await _insert_outbox(c, event_id, a.fingerprint, a.channels, "firing", 0, now)
+
+    # resolved: announce on every channel that carried the firing notice of this episode
+    cur = await c.execute(
+        "SELECT id FROM events WHERE fingerprint=%s AND status='firing' AND starts_at=%s",
+        (a.fingerprint, a.starts_at),
+    )
+    firing = await cur.fetchone()
+    if firing:
+        cur = await c.execute(
+            "SELECT channel FROM outbox WHERE event_id=%s AND kind IN ('firing','escalation') "
+            "AND state <> 'dead' ORDER BY id",
+            (firing["id"],),
+        )
+        channels = [r["channel"] for r in await cur.fetchall()]
+    else:  # never saw it fire (e.g. the receiver was replaced): tell the routed channels
+        channels = list(a.channels)
+    await c.execute(
+        "INSERT INTO alerts(fingerprint, status, severity, labels, annotations, starts_at, "
+        "generator_url, first_notified_at, updated_at, resolved_by, resolved_at) "
+        "VALUES (%s, 'resolved', %s,%s,%s,%s,%s,%s,%s,%s,%s) "
+        "ON CONFLICT (fingerprint) DO UPDATE SET status='resolved', "
+        "updated_at=excluded.updated_at, resolved_by=excluded.resolved_by, "
+        "resolved_at=excluded.resolved_at, next_escalation_at=NULL",
+        (
+            a.fingerprint,
+            a.severity,
+            Jsonb(a.labels),
+            Jsonb(a.annotations),
+            a.starts_at,
+            a.generator_url,
+            now,
+            now,
+            who or "alertmanager",
+            now,
+        ),
+    )
+    return await _insert_outbox(c, event_id, a.fingerprint, channels, "resolved", 0, now)
+
+
+def _delivery(r: dict[str, Any]) -> Delivery:
+    return Delivery(
+        id=r["id"],
+        channel=r["channel"],
+        kind=r["kind"],
+        step=r["step"],
+        attempts=r["attempts"],
+        created_at=r["created_at"],
+        fingerprint=r["fingerprint"],
+        status=r["status"] or "",
+        severity=r["severity"] or "unknown",
+        labels=r["labels"] or {},
+        annotations=r["annotations"] or {},
+        starts_at=r["starts_at"] or "",
+        generator_url=r["generator_url"],
+        external_url=r["external_url"],
+        resolved_by=r["resolved_by"] if r["source"] == "manual" else None,
+        digest=r["payload"],
+    )
+
+
+async def _make_digest(c: Conn, channel: str, now: float) -> int | None:
+    # One replica at a time summarises a channel, so all its held rows go into ONE digest.
+    await c.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (DIGEST_LOCK_PREFIX + channel,)
+    )
+    cur = await c.execute(
+        "SELECT o.id, o.kind, o.step, o.created_at, o.fingerprint, o.payload, e.status, "
+        "e.severity, e.labels, e.annotations FROM outbox o "
+        "LEFT JOIN events e ON e.id = o.event_id "
+        "WHERE o.channel=%s AND o.state='held' ORDER BY o.id FOR UPDATE OF o",
+        (channel,),
+    )
+    rows = await cur.fetchall()
+    if not rows:
+        return None
+    items: list[dict[str, Any]] = []
+    for r in rows:
+        if r["payload"]:  # a held digest (cannot happen today, but never drop anything)
+            items.extend(r["payload"])
+            continue
+        ann = r["annotations"] or {}
+        items.append(
+            {
+                "fingerprint": r["fingerprint"],
+                "kind": r["kind"],
+                "step": r["step"],
+                "status": r["status"],
+                "severity": r["severity"],
+                "labels": r["labels"] or {},
+                "summary": ann.get("summary", ""),
+                "at": r["created_at"],
+            }
+        )
+    cur = await c.execute(
+        "INSERT INTO outbox(event_id, fingerprint, channel, kind, step, created_at, "
+        "next_attempt_at, payload) VALUES (NULL, '', %s, 'digest', 0, %s, %s, %s) RETURNING id",
+        (channel, min(r["created_at"] for r in rows), now, Jsonb(items)),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    digest_id = row["id"]
+    await c.execute(
+        "UPDATE outbox SET state='digested', digest_id=%s, finished_at=%s WHERE id = ANY(%s)",
+        (digest_id, now, [r["id"] for r in rows]),
+    )
+    return digest_id
+
+
+async def _fire_due_escalations(c: Conn, now: float, limit: int) -> list[EscalationFired]:
+    # SKIP LOCKED: a timer another replica is firing right now is its business, not ours.
+    cur = await c.execute(
+        "SELECT fingerprint, escalation, escalation_step, first_notified_at, firing_event_id "
+        "FROM alerts WHERE status='firing' AND acked_at IS NULL AND next_escalation_at <= %s "
+        "ORDER BY next_escalation_at LIMIT %s FOR UPDATE SKIP LOCKED",
+        (now, limit),
+    )
+    fired = []
+    for r in await cur.fetchall():
+        plan = r["escalation"]
+        step = r["escalation_step"] + 1
+        if step > len(plan):
+            await c.execute(
+                "UPDATE alerts SET next_escalation_at=NULL WHERE fingerprint=%s",
+                (r["fingerprint"],),
+            )
+            continue
+        channels = tuple(plan[step - 1][1])
+        await _insert_outbox(
+            c, r["firing_event_id"], r["fingerprint"], channels, "escalation", step, now
+        )
+        nxt = r["first_notified_at"] + plan[step][0] if step < len(plan) else None
+        await c.execute(
+            "UPDATE alerts SET escalation_step=%s, next_escalation_at=%s, updated_at=%s "
+            "WHERE fingerprint=%s",
+            (step, nxt, now, r["fingerprint"]),
+        )
+        fired.append(EscalationFired(r["fingerprint"], step, channels))
+    return fired
+
+
+async def _manual_resolve(c: Conn, fingerprint: str, who: str, now: float) -> bool:
+    # No row lock here: _ingest_one takes its locks in the same order as a webhook's intake
+    # (event, then alert), and its unique constraint makes two resolves at once one event.
+    cur = await c.execute(
+        "SELECT * FROM alerts WHERE fingerprint=%s AND status='firing'", (fingerprint,)
+    )
+    r = await cur.fetchone()
+    if r is None:
+        return False
+    a = IncomingAlert(
+        fingerprint=fingerprint,
+        status="resolved",
+        starts_at=r["starts_at"],
+        ends_at=None,
+        labels=r["labels"],
+        annotations=r["annotations"],
+        generator_url=r["generator_url"],
+        severity=r["severity"],
+        channels=(),
+    )
+    await _ingest_one(c, a, now, "manual", who)
+    return True
+
+
+def _alert_dict(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: r[k]
+        for k in (
+            "fingerprint",
+            "status",
+            "severity",
+            "labels",
+            "annotations",
+            "starts_at",
+            "generator_url",
+            "first_notified_at",
+            "acked_by",
+            "acked_at",
+            "resolved_by",
+            "resolved_at",
+        )
+    }
+
+
+async def _active_alerts(c: Conn) -> list[dict[str, Any]]:
+    cur = await c.execute(
+        "SELECT * FROM alerts WHERE status='firing' ORDER BY CASE severity "
+        "WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 "
+        "ELSE 4 END, first_notified_at"
+    )
+    alerts = await cur.fetchall()
+    # one query for every alert's deliveries instead of one per alert (a round trip each)
+    cur = await c.execute(
+        "SELECT event_id, channel, kind, step, state, attempts, last_error AS error, "
+        "finished_at FROM outbox WHERE event_id = ANY(%s) ORDER BY id",
+        ([r["firing_event_id"] for r in alerts if r["firing_event_id"] is not None],),
+    )
+    deliveries: dict[int, list[dict[str, Any]]] = {}
+    for x in await cur.fetchall():
+        deliveries.setdefault(x.pop("event_id"), []).append(x)
+    out = []
+    for r in alerts:
+        d = _alert_dict(r)
+        plan = r["escalation"]
+        step = r["escalation_step"]
+        d["escalation"] = {
+            "step": step,
+            "steps": len(plan),
+            "next_at": r["next_escalation_at"],
+            "next_channels": plan[step][1]
+            if r["next_escalation_at"] is not None and step < len(plan)
+            else [],
+        }
+        d["deliveries"] = deliveries.get(r["firing_event_id"], [])
+        out.append(d)
+    return out
+
+
+async def _history(c: Conn, since: float) -> dict[str, Any]:
+    cur = await c.execute(
+        "SELECT * FROM alerts WHERE status='resolved' AND resolved_at >= %s "
+        "ORDER BY resolved_at DESC LIMIT 1000",
+        (since,),
+    )
+    resolved = []
+    for r in await cur.fetchall():
+        d = _alert_dict(r)
+        t0 = r["first_notified_at"]
+        d["time_to_ack_s"] = round(r["acked_at"] - t0, 3) if r["acked_at"] else None
+        d["time_to_resolve_s"] = round(r["resolved_at"] - t0, 3)
+        resolved.append(d)
+    cur = await c.execute(
+        "SELECT channel, count(*) FILTER (WHERE state='sent') AS sent, "
+        "count(*) FILTER (WHERE state='dead') AS dead, "
+        "count(*) FILTER (WHERE state IN ('pending','sending','held')) AS pending, "
+        "sum(CASE WHEN state='sent' THEN attempts - 1 ELSE attempts END) AS failed_attempts, "
+        "count(*) FILTER (WHERE state='digested') AS digested "
+        "FROM outbox WHERE created_at >= %s GROUP BY channel ORDER BY channel",
+        (since,),
+    )
+    return {"since": since, "resolved": resolved, "channels": list(await cur.fetchall())}

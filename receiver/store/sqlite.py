@@ -1,0 +1,641 @@
+"""The embedded default store: one SQLite file, WAL, synchronous=FULL (a 200 means on disk).
+
+All statements run on one writer thread (SQLite has one writer anyway). The thread commits
+whatever has queued up in one transaction, each operation inside its own savepoint: group commit,
+so N concurrent webhooks cost one fsync instead of N. sqlite3 has no such batching of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .base import Delivery, EscalationFired, IncomingAlert, IngestResult, StoreError
+
+MIGRATIONS = [
+    """
+    CREATE TABLE events(
+      id INTEGER PRIMARY KEY,
+      fingerprint TEXT NOT NULL, status TEXT NOT NULL, starts_at TEXT NOT NULL,
+      ends_at TEXT, labels TEXT NOT NULL, annotations TEXT NOT NULL, generator_url TEXT,
+      severity TEXT NOT NULL, external_url TEXT, source TEXT NOT NULL, received_at REAL NOT NULL,
+      UNIQUE(fingerprint, status, starts_at));
+    CREATE TABLE alerts(
+      fingerprint TEXT PRIMARY KEY, status TEXT NOT NULL, severity TEXT NOT NULL,
+      labels TEXT NOT NULL, annotations TEXT NOT NULL, starts_at TEXT NOT NULL,
+      generator_url TEXT, firing_event_id INTEGER, first_notified_at REAL NOT NULL,
+      updated_at REAL NOT NULL, acked_by TEXT, acked_at REAL, resolved_by TEXT, resolved_at REAL,
+      escalation TEXT NOT NULL DEFAULT '[]', escalation_step INTEGER NOT NULL DEFAULT 0,
+      next_escalation_at REAL);
+    CREATE INDEX alerts_next_escalation ON alerts(next_escalation_at)
+      WHERE next_escalation_at IS NOT NULL;
+    CREATE INDEX alerts_resolved_at ON alerts(resolved_at);
+    CREATE TABLE outbox(
+      id INTEGER PRIMARY KEY, event_id INTEGER, fingerprint TEXT NOT NULL, channel TEXT NOT NULL,
+      kind TEXT NOT NULL, step INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL DEFAULT 'pending',
+      attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, next_attempt_at REAL NOT NULL,
+      lease_owner TEXT, lease_until REAL, last_error TEXT, finished_at REAL, digest_id INTEGER,
+      payload TEXT,
+      UNIQUE(event_id, channel, kind, step));
+    CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+    CREATE INDEX outbox_alert ON outbox(fingerprint, channel, state);
+    CREATE TABLE buckets(channel TEXT PRIMARY KEY, tokens REAL NOT NULL, updated_at REAL NOT NULL);
+    """,
+]
+
+
+def _j(v: Any) -> str:
+    return json.dumps(v, separators=(",", ":"), sort_keys=True)
+
+
+class SQLiteStore:
+    def __init__(self, path: str, timeout_s: float = 5.0):
+        self.path = path
+        self.timeout_s = timeout_s
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            have = row[0] or 0
+            for version, script in enumerate(MIGRATIONS, start=1):
+                if version > have:
+                    for stmt in filter(str.strip, script.split(";")):
+                        conn.execute(stmt)
+                    conn.execute("INSERT INTO schema_version VALUES (?)", (version,))
+            # One process owns a SQLite file, so rows left 'sending' by a killed run are ours:
+            # retry them now instead of waiting for their lease to expire.
+            conn.execute(
+                "UPDATE outbox SET state='pending', lease_owner=NULL, lease_until=NULL "
+                "WHERE state='sending'"
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the SQLite store {self.path}: {e}") from e
+        self._conn = conn
+        self._thread = threading.Thread(target=self._writer, name="sqlite-store", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._q.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._thread is None:
+            raise StoreError("store is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._q.put((fn, args, fut, loop))
+        return await fut
+
+    def _writer(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < 512:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._q.put(None)  # finish this batch, then stop
+                    break
+                batch.append(nxt)
+            results: list[tuple[bool, Any]] = []
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for fn, args, _, _ in batch:
+                    conn.execute("SAVEPOINT op")
+                    try:
+                        results.append((True, fn(conn, *args)))
+                        conn.execute("RELEASE op")
+                    except Exception as e:
+                        conn.execute("ROLLBACK TO op")
+                        conn.execute("RELEASE op")
+                        results.append(
+                            (False, StoreError(str(e)) if isinstance(e, sqlite3.Error) else e)
+                        )
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                err = StoreError(f"SQLite store: {e}")
+                results = [(False, err)] * len(batch)
+            for (_, _, fut, loop), (ok, value) in zip(batch, results, strict=True):
+                loop.call_soon_threadsafe(_settle, fut, ok, value)
+
+    # -- the interface -------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._call(lambda c: c.execute("SELECT 1").fetchone())
+
+    async def ingest(self, alerts: list[IncomingAlert], now: float) -> IngestResult:
+        return await self._call(_ingest, alerts, now)
+
+    async def claim_due(
+        self, worker: str, now: float, limit: int, lease_s: float
+    ) -> list[Delivery]:
+        return await self._call(_claim_due, worker, now, limit, lease_s)
+
+    async def mark_sent(self, delivery_id: int, now: float) -> None:
+        await self._call(
+            _exec,
+            "UPDATE outbox SET state='sent', attempts=attempts+1, finished_at=?, "
+            "lease_owner=NULL, lease_until=NULL, last_error=NULL WHERE id=?",
+            (now, delivery_id),
+        )
+
+    async def mark_failed(self, delivery_id: int, error: str, next_attempt_at: float) -> None:
+        await self._call(
+            _exec,
+            "UPDATE outbox SET state='pending', attempts=attempts+1, last_error=?, "
+            "next_attempt_at=?, lease_owner=NULL, lease_until=NULL WHERE id=?",
+            (error, next_attempt_at, delivery_id),
+        )
+
+    async def mark_dead(self, delivery_id: int, error: str, now: float) -> None:
+        await self._call(
+            _exec,
+            "UPDATE outbox SET state='dead', attempts=attempts+1, last_error=?, "
+            "finished_at=?, lease_owner=NULL, lease_until=NULL WHERE id=?",
+            (error, now, delivery_id),
+        )
+
+    async def hold(self, delivery_id: int, now: float) -> None:
+        await self._call(
+            _exec,
+            "UPDATE outbox SET state='held', lease_owner=NULL, lease_until=NULL WHERE id=?",
+            (delivery_id,),
+        )
+
+    async def take_token(self, channel: str, now: float, rate_per_s: float, burst: int) -> bool:
+        return await self._call(_take_token, channel, now, rate_per_s, burst)
+
+    async def channels_with_held(self) -> list[str]:
+        return await self._call(
+            lambda c: [
+                r[0]
+                for r in c.execute(
+                    "SELECT DISTINCT channel FROM outbox WHERE state='held' ORDER BY channel"
+                )
+            ]
+        )
+
+    async def make_digest(self, channel: str, now: float) -> int | None:
+        return await self._call(_make_digest, channel, now)
+
+    async def fire_due_escalations(self, now: float, limit: int) -> list[EscalationFired]:
+        return await self._call(_fire_due_escalations, now, limit)
+
+    async def ack(self, fingerprint: str, who: str, now: float) -> bool:
+        return await self._call(_ack, fingerprint, who, now)
+
+    async def resolve(self, fingerprint: str, who: str, now: float) -> bool:
+        return await self._call(_manual_resolve, fingerprint, who, now)
+
+    async def active_alerts(self) -> list[dict[str, Any]]:
+        return await self._call(_active_alerts)
+
+    async def history(self, since: float) -> dict[str, Any]:
+        return await self._call(_history, since)
+
+    async def dead_letters(self, limit: int) -> list[dict[str, Any]]:
+        return await self._call(_dead_letters, limit)
+
+    async def queue_depth(self) -> dict[str, int]:
+        return await self._call(
+            lambda c: {
+                r[0]: r[1]
+                for r in c.execute(
+                    "SELECT channel, count(*) FROM outbox WHERE state IN "
+                    "('pending','sending','held') "
+                    "GROUP BY channel"
+                )
+            }
+        )
+
+
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.cancelled():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+def _exec(c: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> None:
+    c.execute(sql, params)
+
+
+# -- operations: each runs inside one savepoint of a group transaction -------------------------
+
+
+def _insert_outbox(
+    c: sqlite3.Connection, event_id: int | None, fp: str, channels, kind: str, step: int, now: float
+) -> int:
+    n = 0
+    for ch in dict.fromkeys(channels):
+        cur = c.execute(
+            "INSERT OR IGNORE INTO outbox(event_id, fingerprint, channel, kind, step, created_at, "
+            "next_attempt_at) VALUES (?,?,?,?,?,?,?)",
+            (event_id, fp, ch, kind, step, now, now),
+        )
+        n += cur.rowcount
+    return n
+
+
+def _ingest(c: sqlite3.Connection, alerts: list[IncomingAlert], now: float) -> IngestResult:
+    res = IngestResult()
+    for a in alerts:
+        n = _ingest_one(c, a, now, "webhook", None)
+        if n is None:
+            res.duplicates.append(a)
+        else:
+            res.accepted.append(a)
+            res.deliveries += n
+    return res
+
+
+def _ingest_one(
+    c: sqlite3.Connection, a: IncomingAlert, now: float, source: str, who: str | None
+) -> int | None:
+    """Store one alert event; None when it is a duplicate, else the number of outbox rows."""
+    if (
+        a.status == "firing"
+        and c.execute(
+            "SELECT 1 FROM events WHERE fingerprint=? AND status='resolved' AND starts_at=?",
+            (a.fingerprint, a.starts_at),
+        ).fetchone()
+    ):
+        return None  # a late firing copy of an episode already resolved: nothing new to say
+    cur = c.execute(
+        "INSERT OR IGNORE INTO events(fingerprint, status, starts_at, ends_at, labels, "
+        "annotations, "
+        "generator_url, severity, external_url, source, received_at) VALUES "
+        "(?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            a.fingerprint,
+            a.status,
+            a.starts_at,
+            a.ends_at,
+            _j(a.labels),
+            _j(a.annotations),
+            a.generator_url,
+            a.severity,
+            a.external_url,
+            source,
+            now,
+        ),
+    )
+    if cur.rowcount == 0:
+        return None
+    event_id = cur.lastrowid
+    if a.status == "firing":
+        plan = [[after, list(chs)] for after, chs in a.escalation]
+        c.execute(
+            "INSERT INTO alerts(fingerprint, status, severity, labels, annotations, starts_at, "
+            "generator_url, firing_event_id, first_notified_at, updated_at, escalation, "
+            "escalation_step, next_escalation_at) VALUES (?, 'firing', ?,?,?,?,?,?,?,?,?,0,?) "
+            "ON CONFLICT(fingerprint) DO UPDATE SET status='firing', severity=excluded.severity, "
+            "labels=excluded.labels, annotations=excluded.annotations, "
+            "starts_at=excluded.starts_at, "
+            "generator_url=excluded.generator_url, firing_event_id=excluded.firing_event_id, "
+            "first_notified_at=excluded.first_notified_at, updated_at=excluded.updated_at, "
+            "acked_by=NULL, acked_at=NULL, resolved_by=NULL, resolved_at=NULL, "
+            "escalation=excluded.escalation, escalation_step=0, "
+            "next_escalation_at=excluded.next_escalation_at",
+            (
+                a.fingerprint,
+                a.severity,
+                _j(a.labels),
+                _j(a.annotations),
+                a.starts_at,
+                a.generator_url,
+                event_id,
+                now,
+                now,
+                _j(plan),
+                (now + plan[0][0]) if plan else None,
+            ),
+        )
+        return _insert_outbox(c, event_id, a.fingerprint, a.channels, "firing", 0, now)
+
+    # resolved: announce on every channel that carried the firing notice of this episode
+    firing = c.execute(
+        "SELECT id FROM events WHERE fingerprint=? AND status='firing' AND starts_at=?",
+        (a.fingerprint, a.starts_at),
+    ).fetchone()
+    if firing:
+        channels = [
+            r[0]
+            for r in c.execute(
+                "SELECT channel FROM outbox WHERE event_id=? AND kind IN ('firing','escalation') "
+                "AND state != 'dead' ORDER BY id",
+                (firing[0],),
+            )
+        ]
+    else:  # never saw it fire (e.g. the receiver was replaced): tell the routed channels
+        channels = list(a.channels)
+    c.execute(
+        "INSERT INTO alerts(fingerprint, status, severity, labels, annotations, starts_at, "
+        "generator_url, first_notified_at, updated_at, resolved_by, resolved_at) "
+        "VALUES (?, 'resolved', ?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT(fingerprint) DO UPDATE SET status='resolved', updated_at=excluded.updated_at, "
+        "resolved_by=excluded.resolved_by, resolved_at=excluded.resolved_at, "
+        "next_escalation_at=NULL",
+        (
+            a.fingerprint,
+            a.severity,
+            _j(a.labels),
+            _j(a.annotations),
+            a.starts_at,
+            a.generator_url,
+            now,
+            now,
+            who or "alertmanager",
+            now,
+        ),
+    )
+    return _insert_outbox(c, event_id, a.fingerprint, channels, "resolved", 0, now)
+
+
+def _delivery(r: sqlite3.Row) -> Delivery:
+    return Delivery(
+        id=r["id"],
+        channel=r["channel"],
+        kind=r["kind"],
+        step=r["step"],
+        attempts=r["attempts"],
+        created_at=r["created_at"],
+        fingerprint=r["fingerprint"],
+        status=r["status"] or "",
+        severity=r["severity"] or "unknown",
+        labels=json.loads(r["labels"] or "{}"),
+        annotations=json.loads(r["annotations"] or "{}"),
+        starts_at=r["starts_at"] or "",
+        generator_url=r["generator_url"],
+        external_url=r["external_url"],
+        resolved_by=r["resolved_by"] if r["source"] == "manual" else None,
+        digest=json.loads(r["payload"]) if r["payload"] else None,
+    )
+
+
+def _claim_due(
+    c: sqlite3.Connection, worker: str, now: float, limit: int, lease_s: float
+) -> list[Delivery]:
+    rows = c.execute(
+        "SELECT o.id, o.channel, o.kind, o.step, o.attempts, o.created_at, o.fingerprint, "
+        "o.payload, e.status, e.severity, e.labels, e.annotations, e.starts_at, e.generator_url, "
+        "e.external_url, e.source, a.resolved_by "
+        "FROM outbox o LEFT JOIN events e ON e.id = o.event_id "
+        "LEFT JOIN alerts a ON a.fingerprint = o.fingerprint "
+        "WHERE ((o.state='pending' AND o.next_attempt_at <= ?) OR (o.state='sending' AND "
+        "o.lease_until <= ?)) "
+        "AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.fingerprint = o.fingerprint AND "
+        "o.fingerprint != '' "
+        "  AND p.channel = o.channel AND p.id < o.id AND p.state IN ('pending','sending')) "
+        "ORDER BY o.next_attempt_at, o.id LIMIT ?",
+        (now, now, limit),
+    ).fetchall()
+    c.executemany(
+        "UPDATE outbox SET state='sending', lease_owner=?, lease_until=? WHERE id=?",
+        [(worker, now + lease_s, r["id"]) for r in rows],
+    )
+    return [_delivery(r) for r in rows]
+
+
+def _take_token(c: sqlite3.Connection, channel: str, now: float, rate: float, burst: int) -> bool:
+    row = c.execute("SELECT tokens, updated_at FROM buckets WHERE channel=?", (channel,)).fetchone()
+    tokens = (
+        float(burst) if row is None else min(float(burst), row[0] + max(0.0, now - row[1]) * rate)
+    )
+    ok = tokens >= 1.0
+    if ok:
+        tokens -= 1.0
+    c.execute(
+        "INSERT INTO buckets(channel, tokens, updated_at) VALUES (?,?,?) ON CONFLICT(channel) "
+        "DO UPDATE SET tokens=excluded.tokens, updated_at=excluded.updated_at",
+        (channel, tokens, now),
+    )
+    return ok
+
+
+def _make_digest(c: sqlite3.Connection, channel: str, now: float) -> int | None:
+    rows = c.execute(
+        "SELECT o.id, o.kind, o.step, o.created_at, o.fingerprint, o.payload, e.status, "
+        "e.severity, "
+        "e.labels, e.annotations FROM outbox o LEFT JOIN events e ON e.id = o.event_id "
+        "WHERE o.channel=? AND o.state='held' ORDER BY o.id",
+        (channel,),
+    ).fetchall()
+    if not rows:
+        return None
+    items: list[dict[str, Any]] = []
+    for r in rows:
+        if r["payload"]:  # a held digest (cannot happen today, but never drop anything)
+            items.extend(json.loads(r["payload"]))
+            continue
+        labels = json.loads(r["labels"] or "{}")
+        ann = json.loads(r["annotations"] or "{}")
+        items.append(
+            {
+                "fingerprint": r["fingerprint"],
+                "kind": r["kind"],
+                "step": r["step"],
+                "status": r["status"],
+                "severity": r["severity"],
+                "labels": labels,
+                "summary": ann.get("summary", ""),
+                "at": r["created_at"],
+            }
+        )
+    cur = c.execute(
+        "INSERT INTO outbox(event_id, fingerprint, channel, kind, step, created_at, "
+        "next_attempt_at, payload) "
+        "VALUES (NULL, '', ?, 'digest', 0, ?, ?, ?)",
+        (channel, min(r["created_at"] for r in rows), now, _j(items)),
+    )
+    digest_id = cur.lastrowid
+    c.executemany(
+        "UPDATE outbox SET state='digested', digest_id=?, finished_at=? WHERE id=?",
+        [(digest_id, now, r["id"]) for r in rows],
+    )
+    return digest_id
+
+
+def _fire_due_escalations(c: sqlite3.Connection, now: float, limit: int) -> list[EscalationFired]:
+    fired = []
+    rows = c.execute(
+        "SELECT fingerprint, escalation, escalation_step, first_notified_at, firing_event_id FROM "
+        "alerts "
+        "WHERE status='firing' AND acked_at IS NULL AND next_escalation_at <= ? "
+        "ORDER BY next_escalation_at LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    for r in rows:
+        plan = json.loads(r["escalation"])
+        step = r["escalation_step"] + 1
+        if step > len(plan):
+            c.execute(
+                "UPDATE alerts SET next_escalation_at=NULL WHERE fingerprint=?", (r["fingerprint"],)
+            )
+            continue
+        channels = tuple(plan[step - 1][1])
+        _insert_outbox(c, r["firing_event_id"], r["fingerprint"], channels, "escalation", step, now)
+        nxt = r["first_notified_at"] + plan[step][0] if step < len(plan) else None
+        c.execute(
+            "UPDATE alerts SET escalation_step=?, next_escalation_at=?, updated_at=? WHERE "
+            "fingerprint=?",
+            (step, nxt, now, r["fingerprint"]),
+        )
+        fired.append(EscalationFired(r["fingerprint"], step, channels))
+    return fired
+
+
+def _ack(c: sqlite3.Connection, fingerprint: str, who: str, now: float) -> bool:
+    cur = c.execute(
+        "UPDATE alerts SET acked_by=coalesce(acked_by, ?), acked_at=coalesce(acked_at, ?), "
+        "next_escalation_at=NULL, updated_at=? WHERE fingerprint=? AND status='firing'",
+        (who, now, now, fingerprint),
+    )
+    return cur.rowcount > 0
+
+
+def _manual_resolve(c: sqlite3.Connection, fingerprint: str, who: str, now: float) -> bool:
+    r = c.execute(
+        "SELECT * FROM alerts WHERE fingerprint=? AND status='firing'", (fingerprint,)
+    ).fetchone()
+    if r is None:
+        return False
+    a = IncomingAlert(
+        fingerprint=fingerprint,
+        status="resolved",
+        starts_at=r["starts_at"],
+        ends_at=None,
+        labels=json.loads(r["labels"]),
+        annotations=json.loads(r["annotations"]),
+        generator_url=r["generator_url"],
+        severity=r["severity"],
+        channels=(),
+    )
+    _ingest_one(c, a, now, "manual", who)
+    return True
+
+
+def _alert_dict(r: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "fingerprint": r["fingerprint"],
+        "status": r["status"],
+        "severity": r["severity"],
+        "labels": json.loads(r["labels"]),
+        "annotations": json.loads(r["annotations"]),
+        "starts_at": r["starts_at"],
+        "generator_url": r["generator_url"],
+        "first_notified_at": r["first_notified_at"],
+        "acked_by": r["acked_by"],
+        "acked_at": r["acked_at"],
+        "resolved_by": r["resolved_by"],
+        "resolved_at": r["resolved_at"],
+    }
+
+
+def _active_alerts(c: sqlite3.Connection) -> list[dict[str, Any]]:
+    out = []
+    for r in c.execute(
+        "SELECT * FROM alerts WHERE status='firing' ORDER BY CASE severity WHEN 'critical' THEN 0 "
+        "WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END, first_notified_at"
+    ):
+        d = _alert_dict(r)
+        plan = json.loads(r["escalation"])
+        d["escalation"] = {
+            "step": r["escalation_step"],
+            "steps": len(plan),
+            "next_at": r["next_escalation_at"],
+            "next_channels": plan[r["escalation_step"]][1]
+            if r["next_escalation_at"] is not None and r["escalation_step"] < len(plan)
+            else [],
+        }
+        d["deliveries"] = [
+            dict(x)
+            for x in c.execute(
+                "SELECT channel, kind, step, state, attempts, last_error AS error, finished_at "
+                "FROM outbox "
+                "WHERE event_id=? ORDER BY id",
+                (r["firing_event_id"],),
+            )
+        ]
+        out.append(d)
+    return out
+
+
+def _history(c: sqlite3.Connection, since: float) -> dict[str, Any]:
+    resolved = []
+    for r in c.execute(
+        "SELECT * FROM alerts WHERE status='resolved' AND resolved_at >= ? "
+        "ORDER BY resolved_at DESC LIMIT 1000",
+        (since,),
+    ):
+        d = _alert_dict(r)
+        t0 = r["first_notified_at"]
+        d["time_to_ack_s"] = round(r["acked_at"] - t0, 3) if r["acked_at"] else None
+        d["time_to_resolve_s"] = round(r["resolved_at"] - t0, 3)
+        resolved.append(d)
+    channels = [
+        dict(x)
+        for x in c.execute(
+            "SELECT channel, sum(state='sent') AS sent, sum(state='dead') AS dead, "
+            "sum(state IN ('pending','sending','held')) AS pending, "
+            "sum(CASE WHEN state='sent' THEN attempts - 1 ELSE attempts END) AS failed_attempts, "
+            "sum(state='digested') AS digested FROM outbox WHERE created_at >= ? GROUP BY channel "
+            "ORDER BY channel",
+            (since,),
+        )
+    ]
+    return {"since": since, "resolved": resolved, "channels": channels}
+
+
+def _dead_letters(c: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+    return [
+        dict(r)
+        for r in c.execute(
+            "SELECT o.id, o.channel, o.kind, o.step, o.fingerprint, o.attempts, o.last_error AS "
+            "error, "
+            "o.created_at, o.finished_at AS dead_at, json_extract(e.labels, '$.alertname') AS "
+            "alertname "
+            "FROM outbox o LEFT JOIN events e ON e.id = o.event_id WHERE o.state='dead' "
+            "ORDER BY o.finished_at DESC LIMIT ?",
+            (limit,),
+        )
+    ]

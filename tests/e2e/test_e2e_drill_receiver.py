@@ -1,0 +1,274 @@
+"""Drills on the receiver side: crash mid-burst, a channel down, HA Alertmanagers, garbage.
+
+Each drill reports what was written (alerts accepted), delivered, duplicated and lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from e2e_harness import (
+    TOKEN,
+    count_by_key,
+    free_port,
+    http,
+    metric_sum,
+    post_json,
+    start_alertmanager,
+    start_receiver,
+    wait_until,
+    webhook,
+)
+from e2e_harness import am_alert as alert
+
+pytestmark = pytest.mark.slow
+
+SEQ = re.compile(r"drill alert #(\d{5})")
+
+
+def seqs(notes, alertname: str) -> list[int]:
+    """The alert numbers a channel received for this drill (one per notification)."""
+    out = []
+    for n in notes:
+        if alertname in n.text:
+            out.extend(int(m) for m in set(SEQ.findall(n.text)))
+    return out
+
+
+def tally(report, expected: set[int], got: list[int]) -> None:
+    counts = count_by_key(str(s) for s in got)
+    report.delivered = len(counts)
+    report.duplicated = sum(c - 1 for c in counts.values())
+    report.lost = len([s for s in expected if str(s) not in counts])
+
+
+def test_receiver_sigkill_mid_burst_loses_no_accepted_alert(group, sinks, drill) -> None:
+    """1,000 alerts in 100 webhooks (Alertmanager's format, posted directly: Alertmanager would
+    take minutes to produce them), 4 senders; SIGKILL when 300 are accepted. Webhooks that failed
+    are sent again after the restart, as Alertmanager retries. Every alert that got a 200 must be
+    delivered; none may be delivered twice (beyond a delivery in flight at the kill)."""
+    report = drill("receiver-sigkill-burst", "alerts")
+    rcv = start_receiver(group, sinks, db="kill.db")
+    batches = [[alert("DrillKill", b * 10 + i, "medium") for i in range(10)] for b in range(100)]
+    report.written = 1000
+    accepted: set[int] = set()
+    failed: list[int] = []  # batch numbers to retry
+    lock = threading.Lock()
+    killed = threading.Event()
+
+    def send(b: int) -> None:
+        try:
+            status, _ = rcv.post(webhook(batches[b]), timeout=10)
+        except OSError:
+            status = 0
+        with lock:
+            if status == 200:
+                accepted.update(range(b * 10, b * 10 + 10))
+            else:
+                failed.append(b)
+            if len(accepted) >= 300 and not killed.is_set():
+                killed.set()
+                rcv.proc.kill9()
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(send, range(100)))
+    assert killed.is_set(), "the burst finished before the kill"
+    accepted_before_kill = set(accepted)
+    report.notes["accepted_before_kill"] = len(accepted_before_kill)
+    report.notes["webhooks_failed_at_kill"] = len(failed)
+
+    rcv.start()  # same config, same SQLite file
+    retry, failed = sorted(failed), []
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(send, retry))
+    assert not failed, f"webhooks still refused after the restart: {failed}"
+
+    def all_delivered():
+        return set(seqs(sinks.received("slack"), "DrillKill")) >= accepted
+
+    try:
+        wait_until(all_delivered, 120, interval=0.5, what="every accepted alert delivered")
+    finally:
+        got = seqs(sinks.received("slack"), "DrillKill")
+        tally(report, accepted, got)
+        report.notes["lost_of_accepted_before_kill"] = len(
+            accepted_before_kill - set(got))
+        report.seconds = time.monotonic() - t0
+        print(report.line())
+    time.sleep(1)  # a late duplicate would show here
+    tally(report, accepted, seqs(sinks.received("slack"), "DrillKill"))
+    assert report.lost == 0
+    assert report.delivered == 1000
+    # At-least-once: a delivery sent but not yet marked when the process died goes out again.
+    # The receiver's workers (4) x batch bound that; anything above means the dedup is broken.
+    assert report.duplicated <= 4 * 32, report.as_dict()
+
+
+def test_channel_down_then_back_nothing_dropped(group, sinks, drill) -> None:
+    """Slack answers 500 for 8 s, then refuses connections for 8 s, then comes back (the issue
+    says a minute; shortened so the suite stays under 4 minutes; the retry age is 24 h either way).
+    """
+    report = drill("channel-down", "notifications")
+    rcv = start_receiver(group, sinks, db="down.db")
+    t0 = time.monotonic()
+    sinks.set_mode("slack", "fail500")
+    first = [alert("DrillDown", i, "medium") for i in range(20)]
+    assert rcv.post(webhook(first[:10]))[0] == 200
+    assert rcv.post(webhook(first[10:]))[0] == 200
+    wait_until(lambda: sinks.hits["slack"] >= 3, 15, what="slack tried while failing")
+    time.sleep(8 - (time.monotonic() - t0) if time.monotonic() - t0 < 8 else 0)
+    sinks.set_mode("slack", "down")
+    second = [alert("DrillDown", i, "medium") for i in range(20, 30)]
+    assert rcv.post(webhook(second))[0] == 200
+    time.sleep(8)
+    during = rcv.metrics()
+    failures = metric_sum(during, "tailpage_receiver_notifications_total",
+                          channel="slack", result="failure")
+    queued = metric_sum(during, "tailpage_receiver_queue_depth", channel="slack")
+    sinks.set_mode("slack", "ok")
+    t_back = time.monotonic()
+    expected = set(range(30))
+    report.written = 30
+    try:
+        wait_until(lambda: set(seqs(sinks.received("slack"), "DrillDown")) >= expected, 30,
+                   what="every notification after the channel came back")
+    finally:
+        tally(report, expected, seqs(sinks.received("slack"), "DrillDown"))
+        report.seconds = time.monotonic() - t0
+        report.notes.update({"failures_counted": failures, "queue_depth_while_down": queued,
+                             "seconds_to_drain_after_back": round(time.monotonic() - t_back, 1),
+                             "outage": "8 s HTTP 500 + 8 s connection refused"})
+        print(report.line())
+    assert failures > 0, "the outage must show in tailpage_receiver_notifications_total"
+    assert queued > 0, "undelivered notifications must show in the queue depth"
+    after = rcv.metrics()
+    assert metric_sum(after, "tailpage_receiver_dead_letters_total") == 0
+    # other channels were not affected: pagerduty/sms/email routes do not match severity medium
+    assert report.lost == 0 and report.duplicated == 0, report.as_dict()
+
+
+@pytest.mark.parametrize("peer_timeout", ["200ms", "0s"])
+def test_two_clustered_alertmanagers_one_notification_per_alert_per_channel(
+        group, sinks, drill, peer_timeout) -> None:
+    """Two Alertmanager 0.25 peers gossiping on loopback, both given the same 20 alerts (as
+    Prometheus sends every alert to every Alertmanager). Each alert must reach Slack and email
+    once. With a 200ms peer timeout the second peer finds the first one's notification in the
+    gossiped log and stays quiet (Alertmanager deduplicates); with 0s both peers send at once
+    and the receiver's idempotency (fingerprint, status, startsAt) must stop the copies:
+    tailpage_receiver_duplicates_total shows how many it stopped."""
+    report = drill(f"alertmanager-ha-peer-timeout-{peer_timeout}", "notifications")
+    rcv = start_receiver(group, sinks, db="ha.db")
+    c1, c2 = free_port(), free_port()
+    fast = ["--cluster.gossip-interval=50ms", "--cluster.pushpull-interval=2s",
+            f"--cluster.peer-timeout={peer_timeout}"]
+    am1 = start_alertmanager(group, rcv.port, "am1", cluster_port=c1, peers=[c2], extra=fast)
+    am2 = start_alertmanager(group, rcv.port, "am2", cluster_port=c2, peers=[c1], extra=fast)
+
+    def clustered():
+        return all(len(a.status()["cluster"]["peers"]) == 2 and
+                   a.status()["cluster"]["status"] == "ready" for a in (am1, am2))
+
+    wait_until(clustered, 30, what="two Alertmanagers in one cluster")
+    t0 = time.monotonic()
+    now = datetime.now(UTC)
+    alerts = [{"labels": {"alertname": "DrillHA", "severity": "high", "component": f"c{i:02d}",
+                          "seq": f"{i:05d}"},
+               "annotations": {"summary": f"DrillHA drill alert #{i:05d}"},
+               "startsAt": now.isoformat(), "endsAt": (now + timedelta(hours=1)).isoformat()}
+              for i in range(20)]
+    am1.post_alerts(alerts)
+    am2.post_alerts(alerts)
+    expected = set(range(20))
+    report.written = 20 * 2  # 20 alerts x (slack, email)
+    try:
+        wait_until(lambda: all(set(seqs(sinks.received(ch), "DrillHA")) >= expected
+                               for ch in ("slack", "email")), 30, what="every alert on both")
+        time.sleep(4)  # both peers past their wait: a duplicate would have arrived by now
+    finally:
+        per_channel = {ch: seqs(sinks.received(ch), "DrillHA") for ch in ("slack", "email")}
+        counts = {ch: count_by_key(str(s) for s in got) for ch, got in per_channel.items()}
+        report.delivered = sum(len(c) for c in counts.values())
+        report.duplicated = sum(n - 1 for c in counts.values() for n in c.values())
+        report.lost = report.written - report.delivered
+        m = rcv.metrics()
+        report.notes["duplicates_stopped_by_receiver"] = metric_sum(
+            m, "tailpage_receiver_duplicates_total")
+        report.notes["alerts_received"] = metric_sum(m, "tailpage_receiver_alerts_received_total")
+        report.seconds = time.monotonic() - t0
+        print(report.line())
+    assert report.lost == 0 and report.duplicated == 0, report.as_dict()
+    assert not sinks.received("pagerduty") and not sinks.received("sms")
+    if peer_timeout == "0s":
+        assert report.notes["duplicates_stopped_by_receiver"] >= 1, "both peers should have sent"
+
+
+def test_garbage_at_the_webhook_gets_the_right_codes(group, sinks, drill) -> None:
+    report = drill("webhook-garbage", "requests")
+    rcv = start_receiver(group, sinks, db="garbage.db")
+    url = rcv.url + "/alerts"
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    good = webhook([alert("DrillGarbage", 1, "medium")])
+    cases = [
+        ("random bytes", http("POST", url, os.urandom(4096), auth), 400),
+        ("invalid UTF-8 JSON", http("POST", url, b'{"version": "4", "x": "\xff\xfe"}', auth), 400),
+        ("truncated JSON", http("POST", url, b'{"version": "4", "alerts": [', auth), 400),
+        ("wrong schema", post_json(url, {"alerts": "not a list"}, auth), 400),
+        ("alert without labels", post_json(url, {**good, "alerts": [{"status": "firing"}]},
+                                           auth), 400),
+        ("huge body (12 MiB)", _post_huge(url, auth), 413),
+        ("wrong token", post_json(url, good, {"Authorization": "Bearer not-the-token"}), 401),
+        ("no token", post_json(url, good), 401),
+        ("basic instead of bearer", post_json(url, good, {"Authorization": "Basic ZTJlOnB3"}),
+         401),
+    ]
+    report.written = len(cases) + 1
+    bad = [(name, got[0], want) for name, got, want in cases if got[0] != want]
+    for name, got, _want in cases:
+        body = got[1].decode(errors="replace")
+        assert TOKEN not in body, f"{name}: the token leaked into the answer"
+        report.notes[name] = got[0]
+    assert rcv.proc.alive(), "the receiver crashed on garbage"
+    assert rcv.post(good)[0] == 200
+    wait_until(lambda: seqs(sinks.received("slack"), "DrillGarbage"), 15,
+               what="the good webhook after the garbage delivered")
+    m = rcv.metrics()
+    for reason in ("auth", "too_large", "invalid_json", "schema"):
+        rejected = metric_sum(m, "tailpage_receiver_webhooks_rejected_total", reason=reason)
+        assert rejected >= 1, f"rejections for {reason} not counted"
+    report.delivered = 1
+    report.lost = 0 if seqs(sinks.received("slack"), "DrillGarbage") else 1
+    report.duplicated = max(0, len(seqs(sinks.received("slack"), "DrillGarbage")) - 1)
+    report.notes["wrong_codes"] = bad
+    print(report.line())
+    assert not bad, f"wrong status codes (case, got, want): {bad}"
+
+
+def _post_huge(url: str, headers: dict) -> tuple[int, bytes]:
+    """12 MiB of valid-looking JSON over a raw socket; the receiver should answer 413 without
+    reading it all. A server may answer and close before the body is sent: stop sending then and
+    read the answer it gave (urllib would only report the broken pipe)."""
+    u = urllib.parse.urlsplit(url)
+    body = b'{"version": "4", "alerts": [], "pad": "' + b"x" * (12 * 1024 * 1024) + b'"}'
+    head = (f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Length: {len(body)}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "Connection: close\r\n\r\n")
+    with socket.create_connection((u.hostname, u.port), timeout=30) as s:
+        s.sendall(head.encode())
+        with contextlib.suppress(OSError):
+            for i in range(0, len(body), 65536):
+                s.sendall(body[i:i + 65536])
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(65536):
+                answer += chunk
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", answer)
+    return (int(m.group(1)) if m else 0), answer

@@ -1,0 +1,143 @@
+"""The live HTTP app over real sockets: health, readiness, self-metrics as scraped, OpenMetrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
+
+from exporter.checkpoint import CheckpointStore
+from exporter.expose import render
+from exporter.server import OPENMETRICS, SelfCollector, State, make_app
+from exporter.tail import Input, Settings, Tailer
+
+SETTINGS = Settings(poll_interval=0.05, partial_flush_timeout=1.0, rescan_interval=0.3,
+                    checkpoint_interval=0.2)
+
+
+class LineCounter:
+    """A small real Source: counts complete lines, holds the unterminated tail."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.lines = 0
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        n = self.buf.count(b"\n")
+        if n:
+            self.lines += n
+            self.buf = self.buf[self.buf.rfind(b"\n") + 1:]
+
+    @property
+    def pending(self) -> int:
+        return len(self.buf)
+
+    def flush(self) -> None:
+        self.buf = b""
+
+
+class Opener:
+    def open(self, path: str) -> LineCounter:
+        return LineCounter()
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+async def wait_for(cond, timeout=3.0):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_health_ready_and_self_metrics(tmp_path, aiohttp_client):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    a = logs / "a.log"
+    a.write_text("existing\n")  # first start: begins at the end
+    tailer = Tailer([Input(str(logs / "*.log"))], SETTINGS, Opener(),
+                    CheckpointStore(str(tmp_path / "ckpt.json")))
+    registry = CollectorRegistry(auto_describe=False)
+    state = State(tailer=tailer, registry=registry)
+    registry.register(SelfCollector(state))
+    client = await aiohttp_client(make_app(state, render))
+
+    assert (await client.get("/-/healthy")).status == 200
+    assert (await client.get("/-/ready")).status == 503  # no config / first scan yet
+    tailer.start()
+    state.config_loaded = True
+    assert (await client.get("/-/ready")).status == 200
+
+    task = asyncio.create_task(tailer.run())
+    try:
+        with open(a, "a") as f:
+            f.write("one\ntwo\nthr")  # a partial third line: read, but not yet a line
+        b = logs / "b.log"
+        b.write_text("b1\n")
+        await wait_for(lambda: sum(s.lines for s in tailer.stats.values()) == 3)
+        await wait_for(lambda: tailer.checkpoint_ok >= 2)
+        resp = await client.get("/metrics")
+        assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain")
+        m = samples(await resp.text())
+        pa, pb = (("path", str(a)),), (("path", str(b)),)
+        assert m[("tailpage_exporter_lines_read_total", pa)] == 2
+        assert m[("tailpage_exporter_bytes_read_total", pa)] == len("one\ntwo\nthr")
+        assert m[("tailpage_exporter_lines_read_total", pb)] == 1
+        assert m[("tailpage_exporter_lag_bytes", pa)] == 0
+        assert m[("tailpage_exporter_files_watched", ())] == 2
+        assert m[("tailpage_exporter_checkpoint_writes_total", (("result", "success"),))] >= 2
+        assert m[("tailpage_exporter_checkpoint_writes_total", (("result", "failure"),))] == 0
+        assert 0 <= m[("tailpage_exporter_checkpoint_age_seconds", ())] < 2
+        assert m[("tailpage_exporter_rotations_total", pa)] == 0
+        assert m[("tailpage_exporter_truncations_total", pa)] == 0
+        # the checkpoint keeps a's offset before the held-back "thr"
+        saved = {e.path: e.offset for e in CheckpointStore(str(tmp_path / "ckpt.json")).load()}
+        assert saved[str(a)] == len("existing\none\ntwo\n")
+
+        resp = await client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+        assert resp.headers["Content-Type"] == OPENMETRICS
+        body = await resp.text()
+        assert body.endswith("# EOF\n")
+        m = samples(await (await client.get("/metrics")).text())
+        assert m[("tailpage_exporter_scrape_duration_seconds", ())] > 0
+
+        # a deleted file is released after the grace period and its series go away
+        os.unlink(b)
+        await wait_for(lambda: len(tailer.files) == 1)
+        text = await (await client.get("/metrics")).text()
+        assert str(b) not in text and str(a) in text
+
+        state.failed = "RuntimeError"
+        assert (await client.get("/-/healthy")).status == 503
+        assert (await client.get("/-/ready")).status == 503
+    finally:
+        tailer.stop()
+        await task
+        await tailer.close()
+
+
+async def test_checkpoint_failures_are_counted(tmp_path, aiohttp_client):
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    tailer = Tailer([Input(str(tmp_path / "*.log"))], SETTINGS, Opener(),
+                    CheckpointStore(str(tmp_path / "blocker" / "ckpt.json")))
+    registry = CollectorRegistry(auto_describe=False)
+    state = State(tailer=tailer, registry=registry, config_loaded=True)
+    registry.register(SelfCollector(state))
+    client = await aiohttp_client(make_app(state, render))
+    tailer.start()
+    await tailer.write_checkpoint()
+    m = samples(await (await client.get("/metrics")).text())
+    assert m[("tailpage_exporter_checkpoint_writes_total", (("result", "failure"),))] == 1
+    assert m[("tailpage_exporter_checkpoint_writes_total", (("result", "success"),))] == 0
+    assert m[("tailpage_exporter_checkpoint_age_seconds", ())] != m[
+        ("tailpage_exporter_checkpoint_age_seconds", ())]  # NaN: never written

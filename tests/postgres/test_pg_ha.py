@@ -1,0 +1,267 @@
+"""Two real `tailpage-receiver run` replicas on one PostgreSQL; one SIGKILLed mid-burst.
+
+The stand-in channel server counts a notification as delivered when it answered it to a live
+connection. A request whose sender was killed before the answer (the connection is gone when
+the stand-in replies) is "abandoned": its sender never learned of it, so its lease runs out and
+the survivor sends it again. That is the only duplicate HTTP at-least-once delivery allows, and
+the test checks that every extra copy is exactly such an abandoned request of the killed replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import psycopg
+import pytest
+import yaml
+from aiohttp import web
+from pg_harness import PgServer
+
+RECEIVER = Path(sys.executable).parent / "tailpage-receiver"
+PAYLOADS = Path(__file__).parent.parent / "receiver" / "payloads"
+TOKEN = "ha-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+WEBHOOKS, PER_WEBHOOK = 200, 5  # a burst of 1,000 alerts
+SLOW_S = 0.05
+
+
+class StandIn:
+    """A json:// channel endpoint per replica: /{replica}/{channel}. `slow` sleeps first."""
+
+    def __init__(self) -> None:
+        self.completed: list[tuple[str, str, str]] = []  # (replica, channel, fingerprint)
+        self.abandoned: list[tuple[str, str, str]] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        replica, channel = request.match_info["replica"], request.match_info["channel"]
+        body = await request.json()
+        fp = body["message"].rsplit("fingerprint ", 1)[1].strip()
+        if channel == "slow":
+            await asyncio.sleep(SLOW_S)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            self.abandoned.append((replica, channel, fp))
+        else:
+            self.completed.append((replica, channel, fp))
+        return web.Response(text="ok")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{replica}/{channel}", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    def delivered(self, channel: str) -> Counter[str]:
+        return Counter(fp for _, ch, fp in self.completed if ch == channel)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def replica_config(tmp: Path, name: str, server: PgServer, db: str, standin: StandIn) -> Path:
+    """Replica a reads the store password from ${ENV}, replica b from store_password_file."""
+    if name == "a":
+        store = f"postgresql://tailpage:${{HA_TEST_PGPASSWORD}}@127.0.0.1:{server.port}/{db}"
+        extra: dict = {}
+    else:
+        (tmp / "pgpass").write_text(server.password + "\n")
+        store = f"postgresql://tailpage@127.0.0.1:{server.port}/{db}"
+        extra = {"store_password_file": str(tmp / "pgpass")}
+    base = f"json://127.0.0.1:{standin.port}/{name}"
+    cfg = {
+        "store": store,
+        **extra,
+        "auth": {"bearer_token": TOKEN},
+        "channels": {"slow": {"url": f"{base}/slow"}, "fast": {"url": f"{base}/fast"}},
+        "routes": [{"channels": ["slow", "fast"]}],
+        # lease > timeout: a live replica's send never outlasts its lease
+        "delivery": {
+            "workers": 4,
+            "batch": 8,
+            "timeout": "4s",
+            "lease": "6s",
+            "poll_interval": "100ms",
+            "backoff_initial": "200ms",
+            "backoff_max": "1s",
+            "max_age": "1h",
+        },
+    }
+    path = tmp / f"{name}.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def start(cfg: Path, port: int, log: Path, env: dict[str, str]) -> subprocess.Popen:
+    with log.open("wb") as out:  # a file, not a pipe: a full pipe would block the receiver
+        return subprocess.Popen(
+            [str(RECEIVER), "run", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
+            cwd=cfg.parent,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+async def ready(port: int, proc: subprocess.Popen, log: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while True:
+            try:
+                async with s.get(f"http://127.0.0.1:{port}/-/ready") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"receiver did not start: {log.read_text()[-2000:]}")
+            await asyncio.sleep(0.05)
+
+
+def webhook(j: int) -> dict:
+    """A real captured Alertmanager payload carrying PER_WEBHOOK distinct alerts."""
+    body = json.loads((PAYLOADS / "firing.json").read_text())
+    template = body["alerts"][0]
+    body["alerts"] = []
+    for k in range(PER_WEBHOOK):
+        a = copy.deepcopy(template)
+        a["fingerprint"] = f"ha{j:03d}{k}"
+        a["labels"].update(alertname=f"HaTest{j}", instance=f"i{k}")
+        body["alerts"].append(a)
+    return body
+
+
+@pytest.mark.slow
+async def test_sigkill_one_replica_mid_burst_survivor_delivers_each_alert_once(
+    pg_server: PgServer, pg_db: str, tmp_path: Path
+):
+    standin = StandIn()
+    await standin.start()
+    env = {**os.environ, "HA_TEST_PGPASSWORD": pg_server.password}
+    procs, ports, logs = {}, {}, {}
+    for name in ("a", "b"):
+        ports[name], logs[name] = _free_port(), tmp_path / f"{name}.log"
+        cfg = replica_config(tmp_path, name, pg_server, pg_db, standin)
+        procs[name] = start(cfg, ports[name], logs[name], env)
+    accepted: dict[str, set[str]] = {"a": set(), "b": set()}
+    duplicates = 0
+    kill_state: dict = {}
+    try:
+        await asyncio.gather(*(ready(ports[n], procs[n], logs[n]) for n in ("a", "b")))
+
+        async def post(session: aiohttp.ClientSession, name: str, j: int) -> None:
+            nonlocal duplicates
+            body = webhook(j)
+            url = f"http://127.0.0.1:{ports[name]}/alerts"
+            try:
+                async with session.post(url, json=body, headers=AUTH) as r:
+                    if r.status == 200:
+                        accepted[name].update(a["fingerprint"] for a in body["alerts"])
+                        duplicates += (await r.json())["duplicates"]
+            except (TimeoutError, aiohttp.ClientError):
+                pass  # replica a died under us: not accepted there (Alertmanager would retry)
+
+        async def killer(conn: psycopg.AsyncConnection) -> None:
+            # mid-burst, and only once replica a holds leased rows it is sending right now
+            owner = f"%:{procs['a'].pid}/%"
+            while True:
+                cur = await conn.execute(
+                    "SELECT channel, fingerprint FROM outbox WHERE state='sending' "
+                    "AND lease_owner LIKE %s",
+                    (owner,),
+                )
+                leased = await cur.fetchall()
+                if len(accepted["a"]) >= WEBHOOKS * PER_WEBHOOK // 4 and leased:
+                    break
+                await asyncio.sleep(0.005)
+            os.kill(procs["a"].pid, signal.SIGKILL)
+            kill_state["leased"] = set(leased)
+            kill_state["accepted_a"] = len(accepted["a"])
+
+        async with (
+            await psycopg.AsyncConnection.connect(pg_server.dsn(pg_db), autocommit=True) as conn,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        ):
+            k = asyncio.create_task(killer(conn))
+            sem = asyncio.Semaphore(8)
+
+            async def send(j: int) -> None:
+                # every 4th webhook reaches replica a only: the survivor knows those alerts
+                # from the shared database alone
+                targets = ["a"] if j % 4 == 0 else ["a", "b"]
+                async with sem:
+                    await asyncio.gather(*(post(session, n, j) for n in targets))
+
+            await asyncio.gather(*(send(j) for j in range(WEBHOOKS)))
+            await asyncio.wait_for(k, 20)
+            assert procs["a"].wait(5) == -signal.SIGKILL
+            every = accepted["a"] | accepted["b"]
+            only_a = every - accepted["b"]
+            # killed mid-burst: later webhooks to replica a were refused
+            assert len(accepted["a"]) < WEBHOOKS * PER_WEBHOOK, "the kill came too late"
+            assert only_a, "no alert depended on the killed replica"
+
+            def done() -> bool:
+                return all(set(standin.delivered(ch)) >= every for ch in ("slow", "fast"))
+
+            deadline = time.monotonic() + 60
+            while not done():
+                assert time.monotonic() < deadline, (
+                    f"undelivered: slow {len(every - set(standin.delivered('slow')))}, "
+                    f"fast {len(every - set(standin.delivered('fast')))}"
+                )
+                await asyncio.sleep(0.1)
+            # let stragglers show up before counting: nothing left to send in the database
+            while True:
+                cur = await conn.execute(
+                    "SELECT count(*) AS n FROM outbox WHERE state IN ('pending','sending','held')"
+                )
+                if (await cur.fetchone())[0] == 0:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+        rc_b = procs["b"].wait(15)
+        await standin.runner.cleanup()
+
+    posted = {f"ha{j:03d}{k}" for j in range(WEBHOOKS) for k in range(PER_WEBHOOK)}
+    for ch in ("slow", "fast"):
+        got = standin.delivered(ch)
+        # exactly once per channel for every accepted alert; nothing that was never posted
+        assert {fp: n for fp, n in got.items() if n != 1} == {}, ch
+        assert every <= set(got) <= posted, ch
+    # HA duplicates: both replicas were sent the same webhooks, each alert went out once
+    assert duplicates > 0
+    # the killed replica's in-flight rows were finished by the survivor after their lease
+    leased = kill_state["leased"]
+    assert leased
+    for ch, fp in leased:
+        assert {r for r, c, f in standin.completed if (c, f) == (ch, fp)} == {"b"}
+    # the only extra HTTP requests are those the killed replica never saw answered
+    assert all(r == "a" for r, _, _ in standin.abandoned)
+    assert rc_b == 0
+    out = logs["b"].read_text() + logs["a"].read_text()
+    assert pg_server.password not in out
+    assert "DEAD LETTER" not in out

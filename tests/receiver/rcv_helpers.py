@@ -1,0 +1,128 @@
+"""Shared helpers of the receiver tests (a unique module name: test dirs have no __init__)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+PAYLOADS = Path(__file__).parent / "payloads"
+TOKEN = "s3cret-token-value"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def payload(name: str) -> dict:
+    """A webhook body captured from a real Alertmanager 0.25 (capture_payloads.py)."""
+    return json.loads((PAYLOADS / f"{name}.json").read_text())
+
+
+def one_alert(fp: str, status: str = "firing", severity: str = "critical", **labels) -> dict:
+    """A real captured payload narrowed to one alert with the given fingerprint and labels."""
+    body = copy.deepcopy(payload("firing" if status == "firing" else "resolved"))
+    a = body["alerts"][0]
+    a["fingerprint"] = fp
+    a["labels"].update(severity=severity, **labels)
+    if status == "resolved":
+        a["endsAt"] = "2026-01-01T12:10:00Z"
+    a["status"] = body["status"] = status
+    body["alerts"] = [a]
+    return body
+
+
+class Sink:
+    """Local HTTP server standing in for Slack / SMS / PagerDuty (apprise json:// posts here)."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, dict, float]] = []
+        self.fail: dict[str, int] = {}  # path -> how many more requests answer 500
+        self.delay: dict[str, float] = {}
+        self.port = 0
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if self.delay.get(name):
+            await asyncio.sleep(self.delay[name])
+        if self.fail.get(name, 0) > 0:
+            self.fail[name] -= 1
+            return web.Response(status=500, text="stand-in failure")
+        self.got.append((name, await request.json(), time.time()))
+        return web.Response(text="ok")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{name}", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    def url(self, name: str) -> str:
+        return f"json://127.0.0.1:{self.port}/{name}"
+
+    def to(self, name: str) -> list[dict]:
+        return [body for n, body, _ in self.got if n == name]
+
+
+def base_config(sink: Sink, **extra) -> dict:
+    """Short timers so the suite stays fast."""
+    cfg = {
+        "auth": {"bearer_token": TOKEN},
+        "channels": {
+            "slack": {"url": sink.url("slack")},
+            "sms": {"url": sink.url("sms"), "kind": "sms"},
+            "pagerduty": {"url": sink.url("pagerduty"), "kind": "pagerduty"},
+        },
+        "routes": [
+            {"match": {"severity": "critical"}, "channels": ["pagerduty", "sms", "slack"]},
+            {"match": {"severity": "high"}, "channels": ["slack"]},
+        ],
+        "delivery": {
+            "poll_interval": "50ms",
+            "backoff_initial": "100ms",
+            "backoff_max": "400ms",
+            "max_age": "1h",
+            "timeout": "5s",
+            "lease": "10s",
+        },
+        "escalation": {"poll_interval": "100ms"},
+    }
+    cfg.update(extra)
+    return cfg
+
+
+async def wait_for(
+    cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def eventually(check, timeout: float = 10.0) -> None:
+    """Await check() until it stops raising AssertionError (state settles after the sink saw it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,155 @@
+"""Delivery: retries, dead letters, rate limits with one digest, per-kind messages, real SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+from rcv_helpers import AUTH, base_config, eventually, free_port, one_alert, payload, wait_for
+
+from receiver.render import SMS_MAX
+
+
+async def test_channel_failing_then_recovering_is_retried(receiver, sink):
+    sink.fail["slack"] = 3  # 500 three times, then fine
+    client = await receiver(base_config(sink))
+    assert (await client.post("/alerts", json=one_alert("aa01"), headers=AUTH)).status == 200
+    await wait_for(lambda: len(sink.to("slack")) == 1, timeout=10, what="slack after retries")
+    assert sink.fail["slack"] == 0
+    assert len(sink.to("sms")) == len(sink.to("pagerduty")) == 1  # others unaffected
+
+    async def settled():
+        metrics = await (await client.get("/metrics")).text()
+        assert 'notifications_total{channel="slack",result="failure"} 3.0' in metrics
+        assert 'notifications_total{channel="slack",result="success"} 1.0' in metrics
+        assert 'tailpage_receiver_dead_letters_total{channel="slack"} 0.0' in metrics
+        alerts = (await (await client.get("/api/v1/alerts", headers=AUTH)).json())["alerts"]
+        slack = next(d for d in alerts[0]["deliveries"] if d["channel"] == "slack")
+        assert slack["state"] == "sent" and slack["attempts"] == 4
+
+    await eventually(settled)
+
+
+async def test_dead_letter_after_max_age(receiver, sink, caplog):
+    sink.fail["sms"] = 10**6
+    cfg = base_config(sink)
+    cfg["delivery"]["max_age"] = "600ms"
+    client = await receiver(cfg)
+    assert (await client.post("/alerts", json=one_alert("dead1"), headers=AUTH)).status == 200
+
+    async def dead() -> list:
+        return (await (await client.get("/api/v1/dead-letters", headers=AUTH)).json())[
+            "dead_letters"
+        ]
+
+    for _ in range(100):
+        if await dead():
+            break
+        await asyncio.sleep(0.05)
+    [d] = await dead()
+    assert d["channel"] == "sms" and d["fingerprint"] == "dead1" and d["attempts"] >= 2
+    assert "500" in d["error"] or "Internal Server Error" in d["error"]
+    assert "DEAD LETTER" in caplog.text
+    metrics = await (await client.get("/metrics")).text()
+    assert 'tailpage_receiver_dead_letters_total{channel="sms"} 1.0' in metrics
+    assert 'tailpage_receiver_queue_depth{channel="sms"} 0.0' in metrics
+    assert len(sink.to("slack")) == 1
+
+
+async def test_rate_limit_holds_back_into_one_digest(receiver, sink):
+    cfg = base_config(sink)
+    cfg["channels"]["sms"]["rate_limit"] = {"burst": 2, "per": "1s"}
+    client = await receiver(cfg)
+    for i in range(12):  # an alert storm
+        r = await client.post("/alerts", json=one_alert(f"storm{i:02d}"), headers=AUTH)
+        assert r.status == 200
+    await wait_for(lambda: len(sink.to("slack")) == 12, what="unlimited slack")
+    await wait_for(
+        lambda: any("[DIGEST]" in b["message"] for b in sink.to("sms")),
+        timeout=5,
+        what="the digest",
+    )
+    sms = sink.to("sms")
+    digests = [b for b in sms if "[DIGEST]" in b["message"]]
+    singles = [b for b in sms if "[DIGEST]" not in b["message"]]
+    assert len(singles) == 2 and len(digests) == 1  # burst, then ONE digest for the rest
+    assert digests[0]["message"].startswith("[DIGEST] 10 held")
+    assert len(digests[0]["message"]) <= SMS_MAX
+
+    async def counted():
+        metrics = await (await client.get("/metrics")).text()
+        assert 'tailpage_receiver_rate_limited_total{channel="sms"} 10.0' in metrics
+
+    await eventually(counted)
+
+
+async def test_sms_is_short_and_pagerduty_dedups_on_fingerprint(receiver, sink):
+    client = await receiver(base_config(sink))
+    body = one_alert("pd01")
+    body["alerts"][0]["annotations"]["summary"] = "x" * 400
+    assert (await client.post("/alerts", json=body, headers=AUTH)).status == 200
+    await wait_for(lambda: len(sink.to("pagerduty")) == 1 and len(sink.to("sms")) == 1)
+    [sms] = sink.to("sms")
+    assert len(sms["message"]) <= SMS_MAX and sms["message"].startswith(
+        "[CRITICAL] CriticalError - "
+    )
+    [pd] = sink.to("pagerduty")
+    assert pd["dedup_key"] == "pd01" and pd["event_action"] == "trigger"
+
+    resolved = one_alert("pd01", status="resolved")
+    assert (await client.post("/alerts", json=resolved, headers=AUTH)).status == 200
+    await wait_for(lambda: len(sink.to("pagerduty")) == 2)
+    pd2 = sink.to("pagerduty")[1]
+    assert pd2["dedup_key"] == "pd01" and pd2["event_action"] == "resolve"
+    assert pd2["title"].startswith("[RESOLVED] CriticalError")
+
+
+class _Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(
+            email.message_from_bytes(envelope.content, policy=email.policy.default)
+        )
+        return "250 OK"
+
+
+async def test_email_has_text_and_html_parts_over_real_smtp(receiver, sink):
+    box = _Mailbox()
+    port = free_port()
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.password == b"pw")
+
+    smtp = Controller(
+        box, hostname="127.0.0.1", port=port, authenticator=authenticator, auth_require_tls=False
+    )
+    smtp.start()
+    try:
+        cfg = base_config(sink)
+        cfg["channels"]["email"] = {
+            "url": f"mailto://oncall:pw@127.0.0.1:{port}?from=tailpage@example.com"
+            "&to=oncall@example.com"
+        }
+        cfg["routes"][0]["channels"].append("email")
+        client = await receiver(cfg)
+        body = payload("firing")
+        body["alerts"][1]["labels"]["namespace"] = "<script>alert(1)</script>"
+        assert (await client.post("/alerts", json=body, headers=AUTH)).status == 200
+        await wait_for(lambda: len(box.messages) == 2, timeout=15, what="two emails")
+    finally:
+        smtp.stop()
+    assert logins and logins[0] == (b"oncall", b"pw")
+    msg = next(m for m in box.messages if "payments" in m["Subject"])
+    assert msg["Subject"] == "[CRITICAL] CriticalError — payments"
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert "payments is logging critical errors" in text
+    assert "https://runbooks.example/CriticalError" in html
+    assert "&lt;script&gt;" in html and "<script>" not in html

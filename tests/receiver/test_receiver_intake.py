@@ -1,0 +1,146 @@
+"""Intake: real Alertmanager payloads in; every bad input answered with the right status."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+
+from rcv_helpers import AUTH, TOKEN, base_config, one_alert, payload, wait_for
+
+
+async def test_real_payload_is_stored_and_routed(receiver, sink):
+    client = await receiver(base_config(sink))
+    r = await client.post("/alerts", json=payload("firing"), headers=AUTH)
+    assert r.status == 200, await r.text()
+    assert await r.json() == {"accepted": 2, "duplicates": 0}
+    # critical -> pagerduty, sms, slack: two alerts each
+    await wait_for(lambda: len(sink.got) == 6, what="6 notifications")
+    assert len(sink.to("pagerduty")) == len(sink.to("sms")) == len(sink.to("slack")) == 2
+    slack_titles = sorted(b["title"] for b in sink.to("slack"))
+    assert slack_titles == [
+        "[CRITICAL] CriticalError — checkout",
+        "[CRITICAL] CriticalError — payments",
+    ]
+    r = await client.get("/api/v1/alerts", headers=AUTH)
+    body = await r.json()
+    assert body["counts"] == {"critical": 2}
+    assert {d["channel"] for a in body["alerts"] for d in a["deliveries"]} == {
+        "pagerduty",
+        "sms",
+        "slack",
+    }
+    metrics = await (await client.get("/metrics")).text()
+    assert (
+        'tailpage_receiver_alerts_received_total{severity="critical",status="firing"} 2.0'
+        in metrics
+    )
+
+
+async def test_ha_duplicates_notify_once_per_channel(receiver, sink):
+    client = await receiver(base_config(sink))
+    for _ in range(3):  # Alertmanager retries and its HA peer sends the same group
+        assert (await client.post("/alerts", json=payload("firing"), headers=AUTH)).status == 200
+    await wait_for(lambda: len(sink.got) == 6, what="6 notifications")
+    r = await client.post("/alerts", json=payload("firing"), headers=AUTH)
+    assert await r.json() == {"accepted": 0, "duplicates": 2}
+    metrics = await (await client.get("/metrics")).text()
+    assert "tailpage_receiver_duplicates_total 6.0" in metrics
+    assert len(sink.got) == 6
+
+
+async def test_auth_bearer_and_basic(receiver, sink):
+    client = await receiver(base_config(sink))
+    body = payload("firing")
+    assert (await client.post("/alerts", json=body)).status == 401
+    r = await client.post("/alerts", json=body, headers={"Authorization": "Bearer wrong"})
+    assert r.status == 401
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert TOKEN not in await r.text()
+    assert (await client.get("/api/v1/alerts")).status == 401
+
+    cfg = base_config(sink, auth={"basic": {"username": "am", "password": "pw"}})
+    client = await receiver(cfg)
+    good = "Basic " + base64.b64encode(b"am:pw").decode()
+    bad = "Basic " + base64.b64encode(b"am:nope").decode()
+    assert (await client.post("/alerts", json=body, headers={"Authorization": bad})).status == 401
+    assert (
+        await client.post("/alerts", json=body, headers={"Authorization": "Basic !!"})
+    ).status == 401
+    assert (await client.post("/alerts", json=body, headers={"Authorization": good})).status == 200
+    metrics = await (await client.get("/metrics")).text()
+    assert 'tailpage_receiver_webhooks_rejected_total{reason="auth"} 2.0' in metrics
+
+
+async def test_too_large_invalid_json_and_schema(receiver, sink):
+    client = await receiver(base_config(sink, max_body_bytes=2048))
+    big = payload("firing")
+    big["commonAnnotations"] = {"x": "y" * 5000}
+    r = await client.post("/alerts", json=big, headers=AUTH)
+    assert r.status == 413
+
+    r = await client.post("/alerts", data=b'{"version": "4", ', headers=AUTH)
+    assert r.status == 400
+    assert "invalid JSON" in (await r.json())["error"]
+
+    bad = payload("firing")
+    del bad["alerts"][1]["fingerprint"]
+    r = await client.post("/alerts", json=bad, headers=AUTH)
+    assert r.status == 400
+    err = (await r.json())["error"]
+    assert "alerts[1]" in err and "fingerprint" in err
+
+    bad = payload("firing")
+    bad["alerts"][0]["status"] = "exploded"
+    r = await client.post("/alerts", json=bad, headers=AUTH)
+    assert r.status == 400 and "alerts[0].status" in (await r.json())["error"]
+
+    r = await client.post("/alerts", data=b"[1, 2]", headers=AUTH)
+    assert r.status == 400
+    metrics = await (await client.get("/metrics")).text()
+    for reason, n in (("too_large", 1), ("invalid_json", 1), ("schema", 3)):
+        assert f'tailpage_receiver_webhooks_rejected_total{{reason="{reason}"}} {n}.0' in metrics
+    # nothing half-stored
+    assert (await (await client.get("/api/v1/alerts", headers=AUTH)).json())["alerts"] == []
+
+
+async def test_503_when_the_store_cannot_commit(receiver, sink, backend, tmp_path):
+    if backend != "sqlite":
+        return  # the PostgreSQL suite makes its database unwritable its own way
+    client = await receiver(base_config(sink))
+    assert (await client.get("/-/ready")).status == 200
+    # another process holds the write lock: the commit cannot happen within store_timeout
+    blocker = sqlite3.connect(tmp_path / "receiver.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        r = await client.post("/alerts", json=one_alert("f00d"), headers=AUTH)
+        assert r.status == 503
+        assert r.headers["Retry-After"]
+        assert (await client.get("/-/ready")).status == 503
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    # Alertmanager's retry then succeeds, and the alert is delivered once
+    r = await client.post("/alerts", json=one_alert("f00d"), headers=AUTH)
+    assert r.status == 200
+    await wait_for(lambda: len(sink.to("slack")) == 1, what="delivery after recovery")
+    metrics = await (await client.get("/metrics")).text()
+    assert 'tailpage_receiver_webhooks_rejected_total{reason="store"} 1.0' in metrics
+    assert "tailpage_receiver_alerts_received_total" in metrics
+
+
+async def test_secrets_never_leave(receiver, sink, caplog):
+    cfg = base_config(sink)
+    cfg["channels"]["slack"]["url"] = sink.url("slack") + "?token=ZZTOPSECRETZZ"
+    sink.fail["slack"] = 1
+    client = await receiver(cfg)
+    assert (await client.post("/alerts", json=one_alert("beef"), headers=AUTH)).status == 200
+    await wait_for(lambda: len(sink.to("slack")) == 1, what="retry to succeed")
+    outputs = [
+        await (await client.get("/metrics")).text(),
+        json.dumps(await (await client.get("/api/v1/alerts", headers=AUTH)).json()),
+        json.dumps(await (await client.get("/api/v1/history", headers=AUTH)).json()),
+        caplog.text,
+    ]
+    for out in outputs:
+        assert "ZZTOPSECRETZZ" not in out and TOKEN not in out

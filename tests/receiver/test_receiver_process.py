@@ -1,0 +1,136 @@
+"""`tailpage-receiver run` for real: kill -9 mid-burst loses nothing; Alertmanager end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+from alertmanager import BINARY, alertmanager, post_alerts, sample_alerts
+from rcv_helpers import AUTH, TOKEN, base_config, free_port, one_alert, wait_for
+
+EXE = Path(sys.executable).parent / "tailpage-receiver"
+
+
+def start(cfg_path: Path, port: int, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(EXE), "run", "--config", str(cfg_path), "--listen", f"127.0.0.1:{port}"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def ready(port: int, proc: subprocess.Popen, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while True:
+            try:
+                async with s.get(f"http://127.0.0.1:{port}/-/ready") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"receiver did not start: {proc.stdout.read().decode()[-2000:]}"
+                )
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_burst_then_restart_delivers_every_accepted_alert(sink, tmp_path, backend):
+    if backend != "sqlite":
+        pytest.skip("the PostgreSQL suite kills replicas its own way")
+    cfg = base_config(sink, store=f"sqlite:///{tmp_path}/r.db")
+    cfg["routes"] = [{"channels": ["slack"]}]
+    sink.delay["slack"] = 0.01  # a channel a little slower than the burst
+    cfg_path = tmp_path / "receiver.yml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    port = free_port()
+    proc = start(cfg_path, port, tmp_path)
+    accepted: set[str] = set()
+    try:
+        await ready(port, proc)
+        url = f"http://127.0.0.1:{port}/alerts"
+
+        async def post(session: aiohttp.ClientSession, i: int) -> None:
+            fp = f"k{i:04d}"
+            try:
+                async with session.post(url, json=one_alert(fp), headers=AUTH) as r:
+                    if r.status == 200:
+                        accepted.add(fp)
+            except (TimeoutError, aiohttp.ClientError):
+                pass  # the process died under us: not accepted, Alertmanager would retry
+
+        async def killer() -> None:
+            while len(accepted) < 150:
+                await asyncio.sleep(0.002)
+            os.kill(proc.pid, signal.SIGKILL)
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            k = asyncio.create_task(killer())
+            sem = asyncio.Semaphore(16)
+
+            async def bounded(i: int) -> None:
+                async with sem:
+                    if proc.poll() is None:
+                        await post(session, i)
+
+            await asyncio.gather(*(bounded(i) for i in range(600)))
+            await asyncio.wait_for(k, 10)
+        proc.wait(5)
+        assert proc.returncode == -signal.SIGKILL
+        delivered_before = {b["message"].rsplit("fingerprint ", 1)[1] for b in sink.to("slack")}
+        assert 150 <= len(accepted) < 600, len(accepted)
+        assert len(delivered_before) < len(accepted), "kill came too late to test anything"
+
+        proc = start(cfg_path, port, tmp_path)
+        await ready(port, proc)
+
+        def delivered() -> set[str]:
+            return {b["message"].rsplit("fingerprint ", 1)[1] for b in sink.to("slack")}
+
+        await wait_for(lambda: accepted <= delivered(), timeout=30, what="every accepted alert")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+    assert accepted <= delivered()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(BINARY is None, reason="prometheus-alertmanager not installed")
+async def test_real_alertmanager_to_receiver_to_channels(sink, tmp_path):
+    cfg = base_config(sink, store=f"sqlite:///{tmp_path}/r.db")
+    cfg_path = tmp_path / "receiver.yml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    port = free_port()
+    proc = start(cfg_path, port, tmp_path)
+    try:
+        await ready(port, proc)
+        with alertmanager(f"http://127.0.0.1:{port}/alerts", TOKEN) as am:
+            await asyncio.to_thread(post_alerts, am, sample_alerts())
+            await wait_for(lambda: len(sink.to("pagerduty")) == 2, timeout=20, what="firing pages")
+            from datetime import UTC, datetime
+
+            await asyncio.to_thread(post_alerts, am, sample_alerts(ends_at=datetime.now(UTC)))
+            await wait_for(
+                lambda: len(sink.to("pagerduty")) == 4, timeout=20, what="resolved pages"
+            )
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0].decode()
+    pd = sink.to("pagerduty")
+    assert [p["event_action"] for p in pd] == ["trigger", "trigger", "resolve", "resolve"]
+    assert {p["dedup_key"] for p in pd[:2]} == {p["dedup_key"] for p in pd[2:]}
+    assert len(sink.to("slack")) == 4 and len(sink.to("sms")) == 4
+    assert proc.returncode == 0, out
+    assert TOKEN not in out and f"127.0.0.1:{sink.port}" not in out
