@@ -43,7 +43,10 @@ def to_seconds(value: Any, unit: str) -> float | None:
 
 # The class name in an exception line: "ValueError: x", "java.lang.IllegalStateException: x",
 # "System.InvalidOperationException: x", "Error: x", "psycopg.errors.UniqueViolation".
-_EXC = re.compile(r"^\s*(?:Caused by: )?([A-Za-z_$][\w$]*(?:[.$][A-Za-z_$][\w$]*)*)(?::|\s*$)")
+# .NET prints a native error code after some names: "SocketException (111): x".
+_EXC = re.compile(r"^\s*(?:Caused by: )?([A-Za-z_$][\w$]*(?:[.$][A-Za-z_$][\w$]*)*)"
+                  r"(?: \(\w+\))?(?::|\s*$)")
+_GO_FRAME = re.compile(r"\s+\S+\.go:\d+")  # a Go stack (zap's `stacktrace`) names functions only
 
 
 def type_from_stack(stack: str) -> str | None:
@@ -52,6 +55,8 @@ def type_from_stack(stack: str) -> str | None:
     if not lines:
         return None
     candidate = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    if len(lines) > 1 and _GO_FRAME.match(lines[1]):
+        return None
     m = _EXC.match(candidate)
     if m is None:
         return None
@@ -61,7 +66,7 @@ def type_from_stack(stack: str) -> str | None:
     return name
 
 
-@dataclass
+@dataclass(slots=True)
 class Facts:
     """What a rule can look at."""
 
@@ -120,7 +125,7 @@ def _field_ok(cond: dict[str, Any], value: Any) -> bool:
     return all(ops[k](v) is True for k, v in cond.items() if k in ops)
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     severity: str
     category: str
@@ -156,17 +161,24 @@ class Rules:
                        if m.field is not None]
         self.allbits = allbits
         self._caches: tuple[dict[str, int], ...] = ({}, {}, {})
+        # per condition kind (message, error type, component): the rules without such a regex
+        # pass regardless; only the rules with one are searched
+        self._kinds: list[tuple[int, list[tuple[int, re.Pattern[str]]]]] = []
+        for kind in range(3):
+            rxs = [(1 << i, (m.message, m.error_type, m.component)[kind])
+                   for i, (_, m, _, _) in enumerate(self.rules)]
+            free = sum(bit for bit, rx in rxs if rx is None)
+            self._kinds.append((free, [(bit, rx) for bit, rx in rxs if rx is not None]))
         self._decisions: dict[tuple[int, bool], Decision] = {}
 
     def _mask(self, kind: int, value: str) -> int:
         cache = self._caches[kind]
         m = cache.get(value)
         if m is None:
-            m = 0
-            for i, (_, match, _, _) in enumerate(self.rules):
-                rx = (match.message, match.error_type, match.component)[kind]
-                if rx is None or rx.search(value):
-                    m |= 1 << i
+            m, searched = self._kinds[kind]
+            for bit, rx in searched:
+                if rx.search(value):
+                    m |= bit
             if len(cache) >= CACHE_MAX:
                 cache.clear()
             cache[value] = m

@@ -9,6 +9,7 @@ Dotted paths look up nested objects and literal dotted keys ("log.level" as ECS 
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Callable, Iterable
 from operator import attrgetter
@@ -36,22 +37,17 @@ def json_dict(line: bytes) -> dict[str, Any]:
         raise DecodeFailure("invalid_utf8") from None
     except RecursionError:
         raise DecodeFailure("too_deep") from None
-    except msgspec.DecodeError as e:
-        raise DecodeFailure("invalid_utf8" if "utf-8" in str(e).lower() else "invalid_json") \
-            from None
+    except msgspec.DecodeError:
+        # msgspec checks UTF-8 only inside strings; binary garbage is told from broken JSON
+        # here, on the failure path only
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecodeFailure("invalid_utf8") from None
+        raise DecodeFailure("invalid_json") from None
     if not isinstance(obj, dict):
         raise DecodeFailure("not_object")
     return obj
-
-
-def failure_reason(line: bytes, exc: BaseException) -> str:
-    if isinstance(exc, UnicodeDecodeError):
-        return "invalid_utf8"
-    if isinstance(exc, RecursionError):
-        return "too_deep"
-    if isinstance(exc, msgspec.ValidationError):
-        return "not_object"
-    return "invalid_json"
 
 
 # logfmt: key=value, key="quoted \" value", bare keys mean true.
@@ -100,6 +96,22 @@ def regex_decoder(pattern: str) -> Callable[[bytes], dict[str, Any]]:
             raise DecodeFailure("regex_mismatch")
         return {k: v for k, v in m.groupdict().items() if v is not None}
     return decode
+
+
+def valid_utf8(data: bytes | memoryview) -> bool:
+    try:
+        codecs.utf_8_decode(data, "strict", True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def matches(decoder: Callable[[bytes], dict[str, Any]], line: bytes) -> bool:
+    try:
+        decoder(line)
+    except DecodeFailure:
+        return False
+    return True
 
 
 def text_record(line: bytes) -> dict[str, Any]:

@@ -20,6 +20,11 @@ class _Docker(msgspec.Struct, gc=False):
     stream: str = ""
 
 
+# docker writes only these two; any other value joins as "" so a hostile file cannot make the
+# joiner hold a buffer per made-up stream name
+_STREAMS = {"stdout": "stdout", "stderr": "stderr"}
+
+
 _docker = msgspec.json.Decoder(_Docker)
 
 
@@ -68,12 +73,14 @@ class Joiner:
         self.sizes.pop(stream, None)
         self.raw.pop(stream, None)
         if parts is None:
-            return chunk
-        parts.append(chunk)
-        msg = b"".join(parts)
-        if len(msg) > self.max_bytes:
-            raise TooLong(stream)
-        return msg
+            msg = chunk
+        else:
+            parts.append(chunk)
+            msg = b"".join(parts)
+            if len(msg) > self.max_bytes:
+                raise TooLong(stream)
+        # an empty message (a blank line the app printed) is no record, as in a plain file
+        return msg if msg.strip() else None
 
     def _drop(self, stream: bytes | str) -> None:
         self.parts.pop(stream, None)
@@ -82,7 +89,7 @@ class Joiner:
 
     def flush(self) -> list[bytes]:
         """Everything held, as messages (partials whose final chunk never came)."""
-        out = [b"".join(p) for p in self.parts.values()]
+        out = [m for p in self.parts.values() if (m := b"".join(p)).strip()]
         self.parts.clear()
         self.sizes.clear()
         self.raw.clear()
@@ -108,7 +115,7 @@ def unwrap_docker(line: bytes) -> tuple[str, bytes, bool]:
     final = log.endswith("\n")
     if final:
         log = log[:-2] if log.endswith("\r\n") else log[:-1]
-    return d.stream, log.encode("utf-8", "surrogatepass"), final
+    return _STREAMS.get(d.stream, ""), log.encode("utf-8", "surrogatepass"), final
 
 
 def looks_cri(line: bytes) -> bool:

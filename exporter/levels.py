@@ -1,11 +1,14 @@
 """Level stage: whatever a logger wrote as its level, normalised to one of LEVELS.
 
-Names are matched case-insensitively with common abbreviations; numbers follow the scale they most
-likely come from (pino/bunyan 10-60, syslog 0-7, Python logging 5-50 and .NET/Serilog enum 0-5 are
-told apart by range). Anything else is `unknown`, never an error.
+Names are matched case-insensitively with common abbreviations. Numbers >= 10 follow pino/bunyan
+(10-60), 0-7 are syslog severities (GELF, journald). Go slog's offsets ("ERROR+4", "DEBUG-4")
+count from slog's own scale. Anything else is `unknown`, never an error. Every function here runs
+once per distinct raw value (the pipeline caches the result), never per line.
 """
 
 from __future__ import annotations
+
+import re
 
 LEVELS = ("trace", "debug", "info", "warning", "error", "fatal", "unknown")
 ERROR_LEVELS = frozenset(("error", "fatal"))
@@ -15,7 +18,8 @@ _NAMES = {
     "finer": "trace", "all": "trace",
     "debug": "debug", "dbg": "debug", "dbug": "debug", "fine": "debug", "config": "debug",
     "info": "info", "inf": "info", "information": "info", "informational": "info",
-    "notice": "info", "ntc": "info", "i": "info", "log": "info", "default": "info",
+    "notice": "info", "ntc": "info", "i": "info", "log": "info",
+    "default": "unknown",  # Google Cloud Logging: "no assigned severity"
     "warn": "warning", "warning": "warning", "wrn": "warning", "wrng": "warning", "w": "warning",
     "error": "error", "err": "error", "eror": "error", "erro": "error", "e": "error",
     "severe": "error", "exception": "error", "failure": "error", "fail": "error",
@@ -23,6 +27,7 @@ _NAMES = {
     "alert": "fatal", "emerg": "fatal", "emergency": "fatal", "panic": "fatal", "dpanic": "fatal",
     "f": "fatal", "c": "fatal",
     "d": "debug", "t": "trace",
+    "silly": "trace", "http": "info",  # winston's npm levels
 }
 
 
@@ -50,6 +55,21 @@ def from_number(n: float) -> str:
 _SYSLOG = ("fatal", "fatal", "fatal", "error", "warning", "info", "info", "debug")
 
 
+# slog: DEBUG=-4 INFO=0 WARN=4 ERROR=8, custom levels print as the nearest name below plus an
+# offset; 12 and up is what Go programs define as fatal, -8 and below as trace
+_SLOG = re.compile(r"(debug|info|warn|error)([+-]\d{1,3})")
+_SLOG_BASE = {"debug": -4, "info": 0, "warn": 4, "error": 8}
+
+
+def _slog(name: str, offset: str) -> str:
+    v = _SLOG_BASE[name] + int(offset)
+    if v >= 12:
+        return "fatal"
+    if v < -4:
+        return "trace"
+    return ("debug", "info", "warning", "error")[(v + 4) // 4]
+
+
 def normalize(raw: object) -> str:
     """Any raw level value to one of LEVELS."""
     if raw is None:
@@ -61,6 +81,9 @@ def normalize(raw: object) -> str:
             return got
         if s.isdigit():
             return from_number(int(s))
+        m = _SLOG.fullmatch(s)
+        if m is not None:
+            return _slog(m.group(1), m.group(2))
         # "WARN " padded, "<error>", "level=error" style leftovers
         s = s.strip("[]<>() :")
         got = _NAMES.get(s)

@@ -14,6 +14,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -29,6 +30,7 @@ from exporter.presets import PRESETS, Preset, detect
 _UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 _CACHE_MAX = 16384  # per-value caches (level names, components) are cleared when this full
 _DETECT_LINES = 200  # how many lines of a file's first chunk may be tried to detect its format
+_HEAD_BYTES = 256 * 1024  # format and preset detection look at most this much of a chunk
 UNKNOWN = "unknown"
 
 
@@ -39,6 +41,34 @@ def _first_of(getters: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
     def first(r: Any) -> Any:
         for g in getters:
             v = g(r)
+            if v is not None:
+                return v
+        return None
+    return first
+
+
+def _nothing(_: Any) -> None:
+    return None
+
+
+def _dict_first(paths: list[str]) -> Callable[[dict[str, Any]], Any]:
+    """The first of `paths` present in a dict record. One C-level disjointness test answers
+    for the common case (none of a role's many candidate keys is there) without a lookup per
+    candidate: error records are read for five roles, each with up to fifteen names."""
+    getters = [(p, p.split(".", 1)[0], decode.dict_getter(p) if "." in p else None)
+               for p in paths]
+    keys = frozenset(k for p, head, _ in getters for k in (p, head))
+
+    def first(d: dict[str, Any]) -> Any:
+        if keys.isdisjoint(d):
+            return None
+        for p, head, g in getters:
+            if g is None:
+                v = d.get(p)
+            elif p in d or head in d:
+                v = g(d)
+            else:
+                continue
             if v is not None:
                 return v
         return None
@@ -63,7 +93,8 @@ class Extractor:
 
     def __init__(self, pipe: Pipeline, preset: Preset, struct: bool,
                  level: tuple[str, ...] | None = None,
-                 component: tuple[str, ...] | None = None) -> None:
+                 component: tuple[str, ...] | None = None,
+                 duration: str | None = None) -> None:
         cfg = pipe.config.data
         over = cfg["fields"]
         pick = {k: list(over.get(k) or getattr(preset, k)) for k in
@@ -96,14 +127,39 @@ class Extractor:
         self.get: dict[str, Callable[[Any], Any]] = {p: mk(p) for p in dict.fromkeys(paths)}
         self.level_paths = tuple(dict.fromkeys(pick["level"]))
         self.component_paths = tuple(dict.fromkeys(pick["component"]))
-        g = {k: _first_of([self.get[p] for p in dict.fromkeys(ps)]) for k, ps in roles.items()}
+        if struct:
+            g = {k: _first_of([self.get[p] for p in dict.fromkeys(ps)])
+                 for k, ps in roles.items()}
+        else:
+            g = {k: _dict_first(list(dict.fromkeys(ps))) for k, ps in roles.items()}
         self.level, self.component = g["level"], g["component"]
         if self.full:
             self.message, self.error_type = g["message"], g["error_type"]
             self.error_message, self.stack, self.trace_id = (g["error_message"], g["stack"],
                                                              g["trace_id"])
         self.default_level = preset.default_level
+        # (raw level, raw component) -> (level, component, its key, is error); per extractor
+        # since a missing level means `info` for Serilog and `unknown` elsewhere
+        self.lc_cache: dict[tuple[Any, Any], tuple[str, str, tuple[str], bool]] = {}
+        # the fast loop reads level and component with one C-level call per record
+        lc = [(self.level_paths if level else ()), (self.component_paths if component else ())]
+        self.level_comp: Callable[[Any], tuple[Any, Any]] | None = None
+        if self.shape is not None and all(len(ps) == 1 and "." not in ps[0] for ps in lc):
+            self.level_comp = attrgetter(self.shape.attr[lc[0][0]], self.shape.attr[lc[1][0]])
+        # the duration field this file's first records use is read first, inline in the fast
+        # loop; the configured order applies when it is absent
+        self.duration_first: tuple[Callable[[Any], Any], float, str] | None = None
+        if duration is not None:
+            unit = next(u for p, u in durations if p == duration)
+            self.duration_first = (self.get[duration], _UNIT[unit], unit)
         dur = [(self.get[p], _UNIT[u], u) for p, u in durations]
+        # (getter of every duration attribute, what it returns when none is set)
+        self.duration_fields: tuple[Callable[[Any], Any], Any] = (_nothing, None)
+        if self.shape is not None and durations:
+            attrs = list(dict.fromkeys(self.shape.attr[k] for p, _ in durations
+                                       for k in ((p, p.split(".")[0]) if "." in p else (p,))))
+            self.duration_fields = ((attrgetter(*attrs), (None,) * len(attrs)) if len(attrs) > 1
+                                    else (attrgetter(attrs[0]), None))
 
         def duration(r: Any) -> float | None:
             for getter, mul, unit in dur:
@@ -158,6 +214,7 @@ class Pipeline:
         self._level_cache: dict[Any, str] = {}
         self._label_cache: dict[Any, tuple[str, tuple[str]]] = {}
         self._fp_cache: dict[tuple[str, str, str], str] = {}
+        self._norm_cache: dict[str, str] = {}
         self._etype_cache: dict[str, str] = {}
         self.generation = getattr(self, "generation", 0) + 1
 
@@ -192,16 +249,18 @@ class Pipeline:
     def extractor(self, preset: str, struct: bool,
                   sample: list[dict[str, Any]] | None = None) -> Extractor:
         """Extractors are shared by files with the same preset and field layout."""
-        level = component = None
+        level = component = duration = None
         if struct and sample:
             probe = self.extractor(preset, False)
             level = _present(probe.level_paths, sample)
             component = _present(probe.component_paths, sample)
-        key = (preset, struct, level, component)
+            durs = _present(tuple(d["path"] for d in self.config["durations"]), sample)
+            duration = durs[0] if durs else None
+        key = (preset, struct, level, component, duration)
         ex = self._extractors.get(key)
         if ex is None:
             ex = self._extractors[key] = Extractor(self, PRESETS[preset], struct, level,
-                                                   component)
+                                                   component, duration)
         return ex
 
     def open(self, path: str) -> Source:
@@ -223,11 +282,14 @@ class Pipeline:
         v = fingerprint.scrub(str(raw), self.max_label)
         return v, (v,)
 
-    def records(self, ex: Extractor, recs: list[Any], chunk: bytes | None = None) -> None:
-        """The hot loop: count lines and durations; classify errors. When `recs` are partial
-        Structs decoded from `chunk` (one per line), error lines are decoded again in full."""
+    def records(self, ex: Extractor, recs: list[Any], lines: _Lines | None = None) -> None:
+        """Count lines and durations; classify errors. When `recs` are partial Structs (one per
+        line of `lines`), error lines are decoded again in full."""
+        if not ex.full:
+            self._records_fast(ex, recs, lines)  # type: ignore[arg-type]
+            return
         agg = self.agg
-        lines = agg.lines
+        counts = agg.lines
         lvl_cache = self._level_cache
         lab_cache = self._label_cache
         g_level, g_comp, g_dur = ex.level, ex.component, ex.duration
@@ -236,14 +298,12 @@ class Pipeline:
         buckets = agg.durations.buckets
         errs = levels.ERROR_LEVELS
         user = self.user
-        full = ex.full
-        split: list[bytes] | None = None
-        for i, r in enumerate(recs):
+        for r in recs:
             raw = g_level(r)
             level = lvl_cache.get(raw) if type(raw) is str else None
             if level is None:
                 level = self._level(raw, ex)
-            lines[level] += 1
+            counts[level] += 1
             craw = g_comp(r)
             comp = lab_cache.get(craw) if type(craw) is str else None
             if comp is None:
@@ -254,15 +314,71 @@ class Pipeline:
                 h[bisect_left(buckets, d)] += 1
                 h[-1] += d
             if level in errs:
-                if full:
-                    self.error(ex, r, level, comp[0], d)
-                else:
-                    if split is None:
-                        split = chunk.split(b"\n")  # type: ignore[union-attr]
-                    self.error(self.extractor(ex.preset.name, False),
-                               decode.json_dict(split[i]), level, comp[0], d)
+                self.error(ex, r, level, comp[0], d)
             if user:
                 self._user(ex, r, level, comp[0], d)
+
+    def _records_fast(self, ex: Extractor, recs: list[Any], lines: _Lines) -> None:
+        """The hot loop (partial Structs, no user metrics): one cached lookup per distinct
+        (raw level, raw component) pair gives level, component label and whether it is an error;
+        the duration is read inline. Everything else happens only for error lines."""
+        agg = self.agg
+        counts = agg.lines
+        cache = ex.lc_cache
+        g_lc = ex.level_comp
+        if g_lc is None:
+            g_level, g_comp = ex.level, ex.component
+
+            def g_lc(r: Any) -> tuple[Any, Any]:
+                return g_level(r), g_comp(r)
+        g_dur = ex.duration
+        g_d, mul, unit = ex.duration_first or (_nothing, 1.0, "s")
+        # all duration fields in one C-level call: only when one is set is the ordered,
+        # unit-converting chain run
+        any_dur, no_dur = ex.duration_fields
+        hv = agg.durations.values
+        slot = agg.durations.slot
+        buckets = agg.durations.buckets
+        bisect = bisect_left
+        full: Extractor | None = None
+        for i, r in enumerate(recs):
+            lc = g_lc(r)
+            try:
+                level, comp, ckey, err = cache[lc]
+            except (KeyError, TypeError):  # new pair, or a dict/list where a name should be
+                level, comp, ckey, err = self._lc_entry(ex, lc)
+            counts[level] += 1
+            d = g_d(r)
+            if d is not None:
+                t = type(d)
+                d = d * mul if (t is float or t is int) and d >= 0 else to_seconds(d, unit)
+            elif any_dur(r) != no_dur:
+                d = g_dur(r)
+            if d is not None:
+                h = hv.get(ckey) or slot(ckey)
+                h[bisect(buckets, d)] += 1
+                h[-1] += d
+            if err:
+                if full is None:
+                    full = self.extractor(ex.preset.name, False)
+                try:
+                    rec = decode.json_dict(lines.line(i))
+                except decode.DecodeFailure:  # decoded as a whole chunk, so only if misaligned
+                    continue
+                self.error(full, rec, level, comp, d)
+
+    def _lc_entry(self, ex: Extractor, lc: tuple[Any, Any]) -> tuple[str, str, tuple[str], bool]:
+        raw, craw = lc
+        level = self._level(raw, ex)
+        comp, ckey = self._label(craw)
+        entry = (level, comp, ckey, level in levels.ERROR_LEVELS)
+        # numbers (pino/bunyan levels) are cached too, except 0 and 1, which equal False/True
+        if (raw is None or type(raw) is str or (type(raw) in (int, float) and raw > 1)) \
+                and (craw is None or type(craw) is str):
+            if len(ex.lc_cache) >= _CACHE_MAX:
+                ex.lc_cache.clear()
+            ex.lc_cache[lc] = entry
+        return entry
 
     def _level(self, raw: Any, ex: Extractor) -> str:
         if raw is None and ex.default_level:
@@ -317,7 +433,13 @@ class Pipeline:
         fkey = (f.text, etype, comp)
         fp = self._fp_cache.get(fkey)
         if fp is None:
-            norm = fingerprint.normalize(f.text)
+            # a message recurs across components and error types more than the triple does
+            norm = self._norm_cache.get(f.text)
+            if norm is None:
+                norm = fingerprint.normalize(f.text)
+                if len(self._norm_cache) >= _CACHE_MAX:
+                    self._norm_cache.clear()
+                self._norm_cache[f.text] = norm
             fp = fingerprint.fingerprint(norm, etype, comp)
             if len(self._fp_cache) >= _CACHE_MAX:
                 self._fp_cache.clear()
@@ -400,6 +522,43 @@ class Pipeline:
         return out
 
 
+def _short_lines(buf: bytes, start: int, end: int, maxlen: int) -> bool:
+    """No line of buf[start:end] is longer than maxlen. A longer line would cover a whole
+    aligned block of maxlen/2 bytes, so one find per block rules it out; only a block without a
+    newline needs the exact per-line check."""
+    if end - start <= maxlen + 1:
+        return True
+    step = max(1, maxlen // 2)
+    for pos in range(start, end, step):
+        if buf.find(b"\n", pos, min(pos + step, end)) < 0:
+            break
+    else:
+        return True
+    prev = start
+    while (j := buf.find(b"\n", prev, end)) >= 0:
+        if j - prev > maxlen:
+            return False
+        prev = j + 1
+    return True
+
+
+class _Lines:
+    """Line i of a chunk, for increasing i, without splitting the whole chunk."""
+
+    __slots__ = ("buf", "i", "pos")
+
+    def __init__(self, buf: bytes, start: int) -> None:
+        self.buf, self.i, self.pos = buf, 0, start
+
+    def line(self, i: int) -> bytes:
+        buf, pos, k = self.buf, self.pos, self.i
+        while k < i:
+            pos = buf.find(b"\n", pos) + 1
+            k += 1
+        self.i, self.pos = k, pos
+        return buf[pos:buf.find(b"\n", pos)]
+
+
 class Source:
     """One file's state: format, preset, the unterminated tail, the partials being joined."""
 
@@ -434,15 +593,24 @@ class Source:
                 return
             data = data[i + 1:]
             self.skipping = 0
-        buf = self.buf + data if self.buf else data
-        j = buf.rfind(b"\n")
+        start = 0
+        if self.buf:  # the held-back line completed by data's first line: a chunk of its own
+            i = data.find(b"\n")
+            if i < 0:
+                self.buf += data
+                self._check_tail(maxlen)
+                return
+            head, self.buf = self.buf + data[:i + 1], b""
+            self._chunk(head, 0, len(head))
+            start = i + 1
+        j = data.rfind(b"\n", start)
         if j < 0:
-            self.buf = buf
+            self.buf = data[start:]
             self._check_tail(maxlen)
             return
-        self.buf = buf[j + 1:]
+        self.buf = data[j + 1:]
         self._check_tail(maxlen)
-        self._chunk(buf[:j + 1] if j + 1 < len(buf) else buf)
+        self._chunk(data, start, j + 1)
 
     def _check_tail(self, maxlen: int) -> None:
         if len(self.buf) > maxlen:  # no newline within the cap: discard until the next one
@@ -454,8 +622,8 @@ class Source:
         """Held-back bytes are complete lines (EOF in oneshot, flush timeout live)."""
         self.skipping = 0
         if self.buf:
-            buf, self.buf = self.buf, b""
-            self._chunk(buf + b"\n")
+            buf, self.buf = self.buf + b"\n", b""
+            self._chunk(buf, 0, len(buf))
         for msg in self.joiner.flush():
             self._message(msg)
 
@@ -468,30 +636,36 @@ class Source:
             regex = self.pipe.config["regex"]
             self._regex = decode.regex_decoder(regex) if regex else None
 
-    def _chunk(self, chunk: bytes) -> None:
+    def _chunk(self, buf: bytes, start: int, end: int) -> None:
+        """Complete lines buf[start:end] (ending in a newline), decoded without copying them."""
         self._refresh()
         if self.fmt is None:
-            self._detect(chunk)
-        maxlen = self.pipe.max_line
-        if self.fmt == "json" and self.trace is None and (
-                len(chunk) <= maxlen + 1 or max(map(len, chunk.split(b"\n"))) <= maxlen):
-            ex = self._fast or self._json_extractor(chunk, True)
+            self._detect(buf[start:min(end, start + _HEAD_BYTES)])
+        if self.fmt == "json" and self.trace is None and _short_lines(buf, start, end,
+                                                                      self.pipe.max_line):
+            ex = self._fast or self._json_extractor(buf[start:min(end, start + _HEAD_BYTES)],
+                                                    True)
+            view = buf if start == 0 and end == len(buf) else memoryview(buf)[start:end]
             try:
-                recs = ex.shape.decoder.decode_lines(chunk)  # type: ignore[union-attr]
+                recs = ex.shape.decoder.decode_lines(view)  # type: ignore[union-attr]
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 pass  # some line is bad: per line below, counting it and keeping the rest
             else:
-                # one record per line keeps error lines findable; blank lines break that
-                if len(recs) == chunk.count(b"\n"):
-                    self.pipe.records(ex, recs, chunk)
+                # one record per line keeps error lines findable; blank lines break that.
+                # msgspec skips the fields it does not read without checking their UTF-8:
+                # checked here (free for ASCII) so a bad line counts as the per-line path does
+                if len(recs) == buf.count(b"\n", start, end) and (buf.isascii()
+                                                                 or decode.valid_utf8(view)):
+                    self.pipe.records(ex, recs, _Lines(buf, start))
                     return
-        for line in chunk.split(b"\n")[:-1]:
+        for line in buf[start:end].split(b"\n")[:-1]:
             self._line(line)
 
     def _detect(self, chunk: bytes) -> None:
+        maxlen = self.pipe.max_line
         for line in chunk.split(b"\n", _DETECT_LINES)[:_DETECT_LINES]:
             line = line.strip()
-            if not line:
+            if not line or len(line) > maxlen:  # over-long lines are skipped, never detected
                 continue
             if envelope.looks_cri(line):
                 self.fmt = "cri"
@@ -499,12 +673,12 @@ class Source:
                 self.fmt = "docker"
             elif line.startswith(b"{"):
                 self.fmt = "json"
-            elif self._regex is not None:
+            elif self._regex is not None and decode.matches(self._regex, line):
                 self.fmt = "regex"
             elif decode.looks_logfmt(line):
                 self.fmt = "logfmt"
             else:
-                self.fmt = "text"
+                self.fmt = "text" if self._regex is None else "regex"
             return
 
     def _json_extractor(self, chunk: bytes, struct: bool) -> Extractor:
@@ -581,11 +755,11 @@ class Source:
         s = msg.lstrip()
         if s.startswith(b"{"):
             return "json"
-        if self._regex is not None:
+        if self._regex is not None and decode.matches(self._regex, s):
             return "regex"
         if decode.looks_logfmt(s):
             return "logfmt"
-        return "text"
+        return "text" if self._regex is None else "regex"
 
     def _explain(self, ex: Extractor, rec: dict[str, Any], fmt: str) -> None:
         pipe = self.pipe

@@ -36,9 +36,10 @@ class Preset:
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("generic", ("level", "lvl", "severity", "levelname", "loglevel", "log.level", "@l",
                        "level_name"),
-           ("message", "msg", "event", "@m", "@mt", "log")),
+           ("message", "msg", "event", "@m", "@mt", "log", "fields.message")),
+    # pino before v7 merged an error's fields into the record: top-level `type` and `stack`
     Preset("pino", ("level",), ("msg", "message"), ("err.type", "err.name", "err.code", "type"),
-           ("err.message",), ("err.stack",)),
+           ("err.message",), ("err.stack", "stack")),
     Preset("bunyan", ("level",), ("msg",), ("err.name", "err.code"), ("err.message",),
            ("err.stack",)),
     Preset("winston", ("level",), ("message",), ERR_TYPES, ERR_MESSAGES, STACKS),
@@ -83,6 +84,8 @@ def detect(rec: dict[str, Any]) -> str:
             and "message" not in keys:
         return "structlog"
     if isinstance(level, str):
+        if "pid" in keys and "hostname" in keys and "msg" in keys:
+            return "pino"  # pino with `formatters.level` writing the label: not logrus
         if "ts" in keys and "msg" in keys and ("caller" in keys or "logger" in keys
                                                or isinstance(rec.get("ts"), float)):
             return "zap"

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -43,11 +44,20 @@ def load(args: argparse.Namespace) -> tuple[config_mod.Config, Live]:
     """Config file (or the embedded default) with the command line applied; ConfigError if bad."""
     cfg = config_mod.load(args.config, listen=args.listen, paths=args.path or None,
                           checkpoint=getattr(args, "checkpoint", None))
+    # Relative globs (`--path 'logs/*.log'`) mean relative to where we were started; made absolute
+    # once so the tailer's file paths, the pipeline's per-input `format` match and the `path`
+    # labels all agree (and a later SIGHUP reload means the same files).
+    for inp in cfg.data["inputs"]:
+        inp["path"] = os.path.abspath(inp["path"])
+    cfg.data["checkpoint"]["path"] = os.path.abspath(cfg.data["checkpoint"]["path"])
     return cfg, live_part(cfg)
 
 
 def live_part(cfg: config_mod.Config) -> Live:
     host, port = parse_listen(cfg["listen"])
+    if not 0 <= port <= 65535:
+        raise config_mod.ConfigError(cfg.file, "listen",
+                                     f"HOST:PORT with a port from 0 to 65535, got {port}")
     inputs = [Input(path=i["path"], start_at=i["start_at"]) for i in cfg["inputs"]]
     settings = Settings(poll_interval=cfg.seconds("tail", "poll_interval"),
                         partial_flush_timeout=cfg.seconds("tail", "partial_flush_timeout"),

@@ -82,6 +82,7 @@ def make_app(state: State, render: Callable[[CollectorRegistry, bool], bytes]) -
         t0 = time.perf_counter()
         body = render(state.registry, om)
         state.scrape_duration = time.perf_counter() - t0
+        state.tailer.mark_scraped()  # no await since render: the offsets match the counts
         resp = web.Response(body=body, headers={"Content-Type": OPENMETRICS if om else TEXT})
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             resp.enable_compression()

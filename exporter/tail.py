@@ -134,15 +134,25 @@ class Tailer:
         self.watching = False  # inotify active (else polling only)
         self._saved: list[Entry] | None = None
         self._first_start = True
+        self._added: list[Input] = []  # inputs new in a SIGHUP reload, until the next scan
         self._rescan = True
         self._wake = asyncio.Event()
         self._stop = False
+        # offsets as of the last /metrics render: counts read after it live only in memory,
+        # so a restart must read them again or Prometheus never sees them (kill -9, SIGTERM)
+        self._scraped: list[Entry] | None = None
 
     # ---- configuration ------------------------------------------------------------------------
 
     def reconfigure(self, inputs: Iterable[Input], settings: Settings) -> None:
-        """SIGHUP: new globs and intervals; followed files, offsets and counters are kept."""
+        """SIGHUP: new globs and intervals; followed files, offsets and counters are kept.
+
+        Files that already exist when a new glob is added start where its `start_at` says, as
+        they would have at a first start; files appearing later are read from their beginning.
+        """
+        old = {os.path.abspath(i.path) for i in self.inputs}
         self.inputs = list(inputs)
+        self._added = [i for i in self.inputs if os.path.abspath(i.path) not in old]
         self.settings = settings
         self._rescan = True
         self._wake.set()
@@ -160,14 +170,16 @@ class Tailer:
         self._saved = None
         self.ready = True
 
-    def _start_for(self, path: str) -> str:
-        for inp in self.inputs:
+    def _start_for(self, path: str, inputs: list[Input]) -> str | None:
+        """start_at of the first of `inputs` matching path; None when none does."""
+        for inp in inputs:
             if fnmatch.fnmatch(path, os.path.abspath(inp.path)):
                 return inp.start_at
-        return "end"
+        return None
 
     def scan(self, initial: bool = False) -> None:
         self._rescan = False
+        added, self._added = self._added, []
         matched: dict[str, os.stat_result] = {}
         for inp in self.inputs:
             for p in glob.glob(os.path.abspath(inp.path), recursive=True):
@@ -191,9 +203,17 @@ class Tailer:
                 self._check_head(f)
         for key, p in by_id.items():
             if key not in self.files:
-                self._open(p, matched[p], initial)
+                # Where to start a file we do not follow yet: per its input's start_at if it was
+                # there before its input was (first start, or a glob added by SIGHUP), else at 0.
+                start = None
+                if initial and self._first_start:
+                    start = self._start_for(p, self.inputs)
+                elif added:
+                    start = self._start_for(p, added)
+                self._open(p, matched[p], initial, start)
 
-    def _open(self, path: str, st: os.stat_result, initial: bool) -> None:
+    def _open(self, path: str, st: os.stat_result, initial: bool,
+              start_at: str | None = None) -> None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
@@ -215,7 +235,7 @@ class Tailer:
                         offset = 0
                         self._stats(path).truncations += 1
                     break
-        if not resumed and initial and self._first_start and self._start_for(path) == "end":
+        if not resumed and start_at == "end":
             offset = line_start_before(fd, st.st_size)
         # Otherwise the file is new to us (created after start, or while we were down): read all.
         now = self.clock()
@@ -319,9 +339,13 @@ class Tailer:
     def _read(self, f: Followed, now: float) -> bool:
         """Read up to the pass budget; True when more is waiting."""
         size = os.fstat(f.fd).st_size
-        f.size = size
         if size < f.offset:
             self._truncated(f, f"size {size} < offset {f.offset}")
+        elif size != f.size:
+            # Grown since the last look: a copytruncate refilled past our offset between two
+            # looks shows only in the first bytes. One 1 KiB pread + sha256 per growth is cheap.
+            self._check_head(f)
+        f.size = size
         stats = self._stats(f.path)
         budget = PASS_BUDGET
         while f.offset < size and budget > 0:
@@ -390,10 +414,16 @@ class Tailer:
                              fingerprint=digest))
         return out
 
+    def mark_scraped(self) -> None:
+        """Called right after a /metrics render, on the loop: every count so far was served."""
+        self._scraped = self.entries()
+
     async def write_checkpoint(self) -> None:
         if self.store is None:
             return
-        entries = self.entries()  # snapshot on the loop; the fsyncs run in a thread
+        # snapshot on the loop; the fsyncs run in a thread. Once scraped, resume at the last
+        # scrape rather than at the read position (no scraper yet: the read position).
+        entries = self._scraped if self._scraped is not None else self.entries()
         try:
             await asyncio.to_thread(self.store.save, entries)
         except OSError as e:
@@ -471,7 +501,9 @@ class Tailer:
     async def _watch(self) -> None:
         """Wake the loop on inotify events; on any failure fall back to polling (and retry)."""
         if os.environ.get("WATCHFILES_FORCE_POLLING"):
-            return  # inotify does not work here (e.g. network volume): our poll loop suffices
+            # inotify does not work here (e.g. network volume): our poll loop suffices
+            log.info("WATCHFILES_FORCE_POLLING set: polling every %ss", self.settings.poll_interval)
+            return
         try:
             import watchfiles
         except ImportError:  # pragma: no cover - a hard dependency, but polling still works
@@ -484,16 +516,21 @@ class Tailer:
                 await asyncio.sleep(self.settings.rescan_interval)
                 continue
             try:
+                # rust_timeout: an idle watch still yields every second, so `watching` turns true
+                # (and is logged) soon after the inotify watches are in place.
                 async for changes in watchfiles.awatch(
                     *roots, watch_filter=None, debounce=100, step=10, recursive=recursive,
-                    rust_timeout=int(self.settings.rescan_interval * 1000), yield_on_timeout=True,
+                    rust_timeout=1000, yield_on_timeout=True,
                 ):
-                    self.watching = True
+                    if not self.watching:
+                        self.watching = True
+                        log.info("inotify watching %s", ", ".join(roots))
                     if any(c != watchfiles.Change.modified for c, _ in changes):
                         self._rescan = True
                     if changes:
                         self._wake.set()
                     if self._watch_roots() != (roots, recursive):
+                        self.watching = False
                         break  # a watched directory appeared or vanished: watch the new set
             except Exception as e:  # inotify limits, permissions, a root deleted under us
                 self.watching = False

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import api, escalate
+from . import api, escalate, status
 from .config import Config, redact_dsn
 from .deliver import Deliverer
 from .intake import handle_alerts
@@ -69,6 +69,7 @@ def build_app(
     app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[_store_errors])
     m = Metrics()
     m.init_channels(list(cfg.channels))
+    m.init_escalation_steps(max((len(r.escalate) for r in cfg.routes or ()), default=0))
     state = State(
         cfg=cfg, store=store or open_store(cfg.store, cfg.store_timeout_s), metrics=m, clock=clock
     )
@@ -104,4 +105,5 @@ def build_app(
     app.router.add_get("/-/ready", ready)
     app.router.add_get("/metrics", metrics)
     api.add_routes(app)
+    status.setup(app)  # the on-call page at `/`, behind the API's auth
     return app

@@ -118,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # apprise logs per-plugin detail at INFO/DEBUG that can include endpoint paths (tokens)
-    logging.getLogger("apprise").setLevel(logging.ERROR)
+    # apprise logs per-plugin detail at INFO/DEBUG, and urllib3 logs every request line at DEBUG:
+    # both can include endpoint paths, which hold tokens. Failures reach our own log, redacted.
+    for noisy in ("apprise", "urllib3", "requests"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         return args.fn(args)
     except ConfigError as e:

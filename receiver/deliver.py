@@ -66,26 +66,26 @@ async def send(ch: Channel, n: Notification, timeout_s: float) -> str | None:
     if not a.add(with_params(ch.url, n.url_params)):
         return "the channel URL is not understood by apprise"
     try:
-        result = await asyncio.wait_for(
-            a.async_notify(
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives as the
+        # send completes, and the worker would then never stop
+        async with asyncio.timeout(timeout_s):
+            result = await a.async_notify(
                 body=n.body or " ",
                 title=n.title,
                 notify_type=apprise.NotifyType(n.notify_type),
                 body_format=apprise.NotifyFormat(n.body_format),
-            ),
-            timeout_s,
-        )
+            )
     except TimeoutError:
         return f"timed out after {timeout_s:g}s"
     if result:
         return None
     reason = f"apprise: {getattr(result.status, 'name', 'FAILURE').lower()}"
+    # the plugin's own warning ("... error=500.") says why; it may quote the URL, hence redact
     for res in getattr(result, "results", ()):
-        for attempt in getattr(res, "_attempts", ()):
-            msgs = [e.message for e in attempt.logs if e.level in ("WARNING", "ERROR")]
-            if msgs:
-                reason = msgs[-1]
-    return redact(reason, ch.url)[:500]
+        msgs = [e.message for e in res.logs() if e.level in ("WARNING", "ERROR")]
+        if msgs:
+            reason = msgs[-1]
+    return redact(redact(reason, with_params(ch.url, n.url_params)), ch.url)[:500]
 
 
 class Deliverer:
@@ -111,8 +111,9 @@ class Deliverer:
                 busy = 0
             if busy:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.settings.poll_interval_s)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see send()
+                async with asyncio.timeout(self.settings.poll_interval_s):
+                    await self.wake.wait()
             self.wake.clear()
 
     async def tick(self, worker: str) -> int:

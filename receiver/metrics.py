@@ -56,6 +56,9 @@ class Metrics:
         )
         for reason in ("auth", "too_large", "invalid_json", "schema", "store"):
             self.webhooks_rejected.labels(reason)
+        for status in ("firing", "resolved"):  # bounded: severity is normalised (route.severity)
+            for sev in ("critical", "high", "medium", "low", "unknown"):
+                self.alerts_received.labels(status, sev)
 
     def init_channels(self, names: list[str]) -> None:
         """Series exist from the start, so rate() and absent() work before the first page."""
@@ -66,6 +69,11 @@ class Metrics:
             self.dead_letters.labels(name)
             self.rate_limited.labels(name)
             self.latency.labels(name)
+
+    def init_escalation_steps(self, steps: int) -> None:
+        """One series per step the config can reach (1-based, like the outbox rows)."""
+        for step in range(1, steps + 1):
+            self.escalations.labels(str(step))
 
     def set_queue_depth(self, depth: dict[str, int], names: list[str]) -> None:
         for name in set(names) | set(depth):

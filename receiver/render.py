@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 from collections import Counter
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from .config import Channel
 from .store import Delivery
@@ -101,8 +101,9 @@ def render(d: Delivery, ch: Channel, receiver_url: str | None = None) -> Notific
         if summary:
             text += f": {summary}"
         runbook = next((u for n, u in _links(d, None) if n == "Runbook"), None)
-        if runbook and len(text) + len(runbook) + 1 <= SMS_MAX:
-            text += f" {runbook}"
+        if runbook and len(title(d, "-")) + len(runbook) + 8 <= SMS_MAX:
+            # the runbook is what the person woken up needs: clip the summary, keep the link
+            text = _clip(text, SMS_MAX - len(runbook) - 1) + f" {runbook}"
         return Notification("", _clip(text, SMS_MAX), "text", ntype)
 
     if ch.kind == "email":
@@ -138,18 +139,28 @@ def render(d: Delivery, ch: Channel, receiver_url: str | None = None) -> Notific
     params: dict[str, str] = {}
     if ch.kind == "pagerduty":
         params = _pagerduty_params(
-            ch.url, d.fingerprint, "resolve" if d.kind == "resolved" else "trigger"
+            ch.url, d.fingerprint, "resolve" if d.kind == "resolved" else "trigger", d.severity
         )
     fmt = "markdown" if ch.kind == "slack" else "text"
     return Notification(esc(title(d)), "\n".join(lines), fmt, ntype, params)
 
 
-def _pagerduty_params(url: str, fingerprint: str, action: str) -> dict[str, str]:
+# PagerDuty's event severities; without this every failure-type notice would be `critical`
+PAGERDUTY_SEVERITY = {"critical": "critical", "high": "error", "medium": "warning", "low": "info"}
+
+
+def _pagerduty_params(url: str, fingerprint: str, action: str, sev: str) -> dict[str, str]:
     """The alert fingerprint is the dedup key, so the resolve closes the same incident.
-    apprise's pagerduty:// takes `dedup`/`action`; a json:// stand-in gets them as payload keys."""
-    if urlsplit(url).scheme.lower() in ("json", "jsons"):
-        return {":dedup_key": fingerprint, ":event_action": action}
-    return {"dedup": fingerprint, "action": action}
+    apprise's pagerduty:// takes `dedup`/`action`/`severity`; a json:// stand-in gets them as
+    payload keys. A `severity` already in the channel URL wins."""
+    parts = urlsplit(url)
+    params = {"dedup": fingerprint, "action": action}
+    if "severity" not in dict(parse_qsl(parts.query)):
+        params["severity"] = PAGERDUTY_SEVERITY.get(sev, "warning")
+    if parts.scheme.lower() in ("json", "jsons"):
+        names = {"dedup": ":dedup_key", "action": ":event_action", "severity": ":severity"}
+        return {names[k]: v for k, v in params.items()}
+    return params
 
 
 def _render_digest(d: Delivery, ch: Channel) -> Notification:

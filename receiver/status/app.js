@@ -20,6 +20,7 @@ const state = {
   lastJson: "",
   lastRenderAt: 0,
   okAt: null,
+  linkedShown: null, // the #ack-… hash already scrolled to
 };
 
 const $ = (id) => document.getElementById(id);
@@ -169,6 +170,11 @@ function basicHeader(user, password) {
   return `Basic ${btoa(bin)}`;
 }
 
+// The API's rule for `by` (receiver/api.py), checked here so a bad name fails at login, not at 3 a.m.
+function validName(name) {
+  return /^[\p{L}\p{N}_ .@+-]{1,64}$/u.test(name);
+}
+
 function setMode(mode) {
   for (const r of document.querySelectorAll('input[name="mode"]')) r.checked = r.value === mode;
   $("bearer-fields").hidden = mode !== "bearer";
@@ -191,7 +197,9 @@ function showBoard() {
   $("board").hidden = false;
   $("session").hidden = false;
   const s = state.session;
-  $("whoami").textContent = s && s.header ? `acting as ${s.who || s.label}` : "no auth configured";
+  const who = s && s.who ? `acting as ${s.who}` : "";
+  $("whoami").textContent = s && s.header ? who : [who, "receiver has no auth configured"].filter(Boolean).join(" · ");
+  $("logout").hidden = !(s && s.header); // nothing to log out of without auth
 }
 
 async function onLogin(ev) {
@@ -202,12 +210,17 @@ async function onLogin(ev) {
   if (mode === "bearer") {
     const token = $("token").value.trim();
     if (!token) return void ($("login-error").textContent = "Enter the token.");
-    if (!name) return void ($("login-error").textContent = "Enter your name: it is recorded when you acknowledge.");
     session = { header: `Bearer ${token}`, who: name, label: name };
   } else {
     const user = $("username").value;
     if (!user) return void ($("login-error").textContent = "Enter the username.");
-    session = { header: basicHeader(user, $("password").value), who: name || user, label: user };
+    session = { header: basicHeader(user, $("password").value), who: name, label: user };
+  }
+  // The receiver has one shared credential (often Alertmanager's own), so the typed name is the
+  // only record of who acknowledged: required in both modes.
+  if (!validName(name)) {
+    return void ($("login-error").textContent =
+      "Enter your name (letters, digits, space . @ + - _): it is recorded when you acknowledge or resolve.");
   }
   $("login-submit").disabled = true;
   $("login-error").textContent = "Checking…";
@@ -364,6 +377,27 @@ function renderAlerts(data) {
   $("no-alerts").hidden = alerts.length !== 0;
 }
 
+// Notifications carry an "Acknowledge" link to `/#ack-<fingerprint>` (receiver/render.py). Opening
+// it only points at the alert: a link must never act by itself, the click on the button does.
+function markLinkedAlert() {
+  let fp = null;
+  try {
+    const m = /^#ack-(.+)$/.exec(location.hash);
+    fp = m ? decodeURIComponent(m[1]) : null;
+  } catch {
+    fp = null; // a malformed escape in the hash
+  }
+  const rows = [...$("alerts").tBodies[0].rows];
+  for (const r of rows) r.classList.toggle("linked", r.dataset.fingerprint === fp);
+  if (!fp || state.linkedShown === location.hash) return;
+  state.linkedShown = location.hash; // scroll and focus once, not on every refresh
+  const row = rows.find((r) => r.dataset.fingerprint === fp);
+  if (!row) return flash("The alert in the link is no longer firing.", false);
+  row.scrollIntoView({ block: "center" });
+  const ack = row.querySelector("button.ack");
+  if (ack) ack.focus();
+}
+
 function renderHistory(hist, dead) {
   const resolved = hist.resolved || [];
   $("history").tBodies[0].replaceChildren(
@@ -377,7 +411,11 @@ function renderHistory(hist, dead) {
         td(ago(a.starts_at || a.first_notified_at)),
         td(a.time_to_ack_s === null ? "not acknowledged" : `${fmtDuration(a.time_to_ack_s)} (${a.acked_by})`),
         td(fmtDuration(a.time_to_resolve_s)),
-        td(a.resolved_by || "Alertmanager"),
+        td(
+          a.resolved_manually
+            ? el("span", { title: "resolved by hand on this page or the API" }, a.resolved_by || "?")
+            : el("span", { className: "quiet", title: "Alertmanager sent resolved" }, "Alertmanager"),
+        ),
       ),
     ),
   );
@@ -424,14 +462,30 @@ function renderHistory(hist, dead) {
 
 // -- actions and refresh -----------------------------------------------------------------------
 
+// Who is acting: the name given at login, or (receiver without auth: no login) asked once per tab.
+function actor() {
+  const s = state.session;
+  if (s && s.who) return s.who;
+  const name = (prompt("Your name, recorded with the acknowledgement or resolve:") || "").trim();
+  if (!name) return null;
+  if (!validName(name)) {
+    flash("Name: use 1-64 letters, digits, space . @ + - _", true);
+    return null;
+  }
+  saveSession({ header: s ? s.header : null, who: name, label: name });
+  showBoard();
+  return name;
+}
+
 async function act(a, action, button) {
   const name = `${alertName(a)} (${component(a)})`;
   if (action === "resolve" && !confirm(`Resolve ${name}? This is announced on every channel that was paged.`)) {
     return;
   }
+  const who = actor();
+  if (!who) return;
   button.disabled = true;
-  const s = state.session;
-  const body = s && s.who ? { by: s.who } : undefined;
+  const body = { by: who };
   try {
     const r = await api(`/api/v1/alerts/${encodeURIComponent(a.fingerprint)}/${action}`, { method: "POST", body });
     flash(`${action === "ack" ? "Acknowledged" : "Resolved"} ${name} as ${r.by}.`);
@@ -462,12 +516,13 @@ async function refresh(force) {
     // button is not replaced under the pointer while nothing changed.
     if (force || json !== state.lastJson || Date.now() - state.lastRenderAt > 15000) {
       renderAlerts(alerts);
-      renderHistory(hist, dead);
+      renderHistory(hist, dead.dead_letters);
       state.lastJson = json;
       state.lastRenderAt = Date.now();
     }
     state.okAt = Date.now();
     if ($("board").hidden) showBoard();
+    markLinkedAlert();
     const n = (alerts.alerts || []).length;
     setStatus(`${n} firing · updated ${new Date().toLocaleTimeString()}`);
     document.title = n ? `(${n}) tailpage · on call` : "tailpage · on call";
@@ -485,6 +540,7 @@ async function start() {
   for (const r of document.querySelectorAll('input[name="mode"]')) r.addEventListener("change", () => setMode(r.value));
   $("logout").addEventListener("click", logout);
   $("refresh").addEventListener("click", () => refresh(true));
+  window.addEventListener("hashchange", () => $("board").hidden || markLinkedAlert());
   state.session = loadSession();
   await refresh(true); // a 401 here shows the login form
 }

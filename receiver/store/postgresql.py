@@ -702,8 +702,10 @@ async def _active_alerts(c: Conn) -> list[dict[str, Any]]:
 
 async def _history(c: Conn, since: float) -> dict[str, Any]:
     cur = await c.execute(
-        "SELECT * FROM alerts WHERE status='resolved' AND resolved_at >= %s "
-        "ORDER BY resolved_at DESC LIMIT 1000",
+        "SELECT a.*, EXISTS(SELECT 1 FROM events e WHERE e.fingerprint=a.fingerprint AND "
+        "e.status='resolved' AND e.starts_at=a.starts_at AND e.source='manual') AS manual "
+        "FROM alerts a WHERE a.status='resolved' AND a.resolved_at >= %s "
+        "ORDER BY a.resolved_at DESC LIMIT 1000",
         (since,),
     )
     resolved = []
@@ -712,6 +714,7 @@ async def _history(c: Conn, since: float) -> dict[str, Any]:
         t0 = r["first_notified_at"]
         d["time_to_ack_s"] = round(r["acked_at"] - t0, 3) if r["acked_at"] else None
         d["time_to_resolve_s"] = round(r["resolved_at"] - t0, 3)
+        d["resolved_manually"] = bool(r["manual"])  # else Alertmanager sent `resolved`
         resolved.append(d)
     cur = await c.execute(
         "SELECT channel, count(*) FILTER (WHERE state='sent') AS sent, "

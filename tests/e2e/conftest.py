@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from e2e_harness import REPO, DrillReport, ProcGroup, Sinks
-
-REPORT_DIR = REPO / "test-output" / "e2e"
-_REPORTS = pytest.StashKey[list]()
+from e2e_harness import (
+    REPO,
+    REPORT_DIR,
+    REPORTS_KEY,
+    DrillReport,
+    ProcGroup,
+    Sinks,
+    machine,
+    save_report,
+)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -48,7 +54,7 @@ def sinks() -> Iterator[Sinks]:
 
 
 @pytest.fixture
-def drill(request) -> Iterator[callable]:
+def drill(request) -> Iterator[Callable[[str, str], DrillReport]]:
     """drill(name, unit) -> DrillReport; written to test-output/e2e/ when the test ends."""
     made: list[DrillReport] = []
     t0 = time.monotonic()
@@ -59,23 +65,22 @@ def drill(request) -> Iterator[callable]:
         return r
 
     yield make
-    REPORT_DIR.mkdir(parents=True, exist_ok=True)
     for r in made:
         r.seconds = r.seconds or time.monotonic() - t0
         r.notes.setdefault("test", request.node.nodeid)
         r.notes.setdefault("outcome", "failed" if _failed(request.node) else "passed")
-        (REPORT_DIR / f"{r.drill}.json").write_text(json.dumps(r.as_dict(), indent=2) + "\n")
-        request.config.stash.setdefault(_REPORTS, []).append(r)
+        r.notes.setdefault("machine", machine())
+        save_report(request.config, r)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    reports: list[DrillReport] = config.stash.get(_REPORTS, [])
+    reports: list[DrillReport] = getattr(config, REPORTS_KEY, [])
     if not reports:
         return
     terminalreporter.section("tailpage e2e drills: written / delivered / duplicated / lost")
     for r in reports:
         terminalreporter.write_line(r.line())
     REPORT_DIR.mkdir(parents=True, exist_ok=True)
-    (REPORT_DIR / "summary.json").write_text(
-        json.dumps([r.as_dict() for r in reports], indent=2) + "\n")
+    (REPORT_DIR / "summary.json").write_text(json.dumps(
+        {"machine": machine(), "reports": [r.as_dict() for r in reports]}, indent=2) + "\n")
     terminalreporter.write_line(f"(JSON in {REPORT_DIR.relative_to(REPO)}/)")

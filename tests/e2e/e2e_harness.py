@@ -525,11 +525,12 @@ class Alertmanager:
         return get_json(self.url + "/api/v2/status")
 
 
-def alertmanager_config(root: Path, receiver_port: int) -> Path:
+def alertmanager_config(root: Path, receiver_port: int,
+                        group_by: Iterable[str] = ("alertname", "namespace", "component")) -> Path:
     return write_yaml(root / "alertmanager.yml", {
         "route": {
             "receiver": "tailpage",
-            "group_by": ["alertname", "namespace", "component"],
+            "group_by": list(group_by),
             "group_wait": "1s", "group_interval": "1s", "repeat_interval": "24h",
         },
         "receivers": [{
@@ -545,12 +546,14 @@ def alertmanager_config(root: Path, receiver_port: int) -> Path:
 
 def start_alertmanager(group: ProcGroup, receiver_port: int, name: str = "alertmanager",
                        cluster_port: int | None = None, peers: Iterable[int] = (),
-                       extra: Iterable[str] = ()) -> Alertmanager:
+                       extra: Iterable[str] = (),
+                       group_by: Iterable[str] = ("alertname", "namespace", "component"),
+                       ) -> Alertmanager:
     """Debian's Alertmanager 0.25; clustering off unless cluster_port is given (HA drill)."""
     root = group.root / name
     root.mkdir(exist_ok=True)
     port = free_port()
-    conf = alertmanager_config(root, receiver_port)
+    conf = alertmanager_config(root, receiver_port, group_by)
     argv = ["prometheus-alertmanager", f"--config.file={conf}", f"--storage.path={root / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
     if cluster_port is None:
@@ -646,6 +649,34 @@ class DrillReport:
                 f"delivered={self.delivered:<6} duplicated={self.duplicated:<4} "
                 f"lost={self.lost:<4} "
                 f"({self.seconds:.1f}s)")
+
+
+REPORT_DIR = REPO / "test-output" / "e2e"
+REPORTS_KEY = "tailpage_e2e_reports"  # config.stash-like attribute holding this run's reports
+
+
+def save_report(config: Any, report: DrillReport) -> None:
+    """Write test-output/e2e/<drill>.json and keep the report for the end-of-run summary."""
+    REPORT_DIR.mkdir(parents=True, exist_ok=True)
+    (REPORT_DIR / f"{report.drill}.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    reports = getattr(config, REPORTS_KEY, None)
+    if reports is None:
+        reports = []
+        setattr(config, REPORTS_KEY, reports)
+    reports.append(report)
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on (the README quotes it)."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "nproc": os.cpu_count(),
+            "cpu": model, "python": sys.version.split()[0],
+            "load_1m_5m_15m": [round(x, 2) for x in os.getloadavg()]}
 
 
 def count_by_key(keys: Iterable[str]) -> dict[str, int]:

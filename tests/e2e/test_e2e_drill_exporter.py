@@ -3,8 +3,13 @@
 The crash drill counts like Prometheus does. The exporter keeps its counters in memory, so
 each process (incarnation) starts from zero; what Prometheus learned about a series is the sum,
 over incarnations, of the last value it scraped from each. Lines carry their segment (100 lines
-each) in `component`, so a segment counted more than 100 times was partly read twice and one
-counted fewer times lost lines.
+each) in `component`, so a segment counted more than 50 times was partly read twice and one
+counted fewer times lost lines (a segment both losing and re-reading lines would hide the loss;
+segments are 1/6 s of writing, finer than the re-read window).
+
+The exporter checkpoints the offsets of the last scrape, so a restart reads again exactly what
+Prometheus had not yet seen: nothing is lost, and what is counted twice is bounded by one
+checkpoint interval plus one scrape interval per kill.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ from e2e_harness import (
 
 pytestmark = pytest.mark.slow
 
-SEGMENT = 100
-SEGMENTS = 30
+SEGMENT = 50
+SEGMENTS = 60
 RATE = 300  # lines/s written
 CHECKPOINT_S = 1.0
+SCRAPE_S = 1.0  # start_prometheus scrapes every second
 
 
 def test_exporter_sigkill_twice_and_rotation_mid_stream(group, drill, tmp_path) -> None:
@@ -116,8 +122,9 @@ def test_exporter_sigkill_twice_and_rotation_mid_stream(group, drill, tmp_path) 
     report.seconds = time.monotonic() - t0
     print(report.line(), report.notes["segments_off"])
     assert report.lost == 0, f"lines never counted: {report.as_dict()}"
-    # After SIGKILL at most one checkpoint interval (plus the scrape in flight) is read again.
-    bound = 2 * RATE * (CHECKPOINT_S + 1.0)
+    # Per SIGKILL at most one checkpoint interval plus one scrape interval is read again
+    # (the writer never goes faster than RATE; slower on a loaded machine).
+    bound = len(kills) * RATE * (CHECKPOINT_S + SCRAPE_S)
     assert report.duplicated <= bound, f"more than one interval re-read: {report.as_dict()}"
 
 

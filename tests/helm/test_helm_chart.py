@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -388,3 +389,12 @@ def test_notes_tell_what_to_do_next() -> None:
     notes = out["tailpage/templates/NOTES.txt"]
     assert f"http://{RECEIVER}.{NAMESPACE}.svc:9097/alerts" in notes
     assert "webhook-token" in notes and "kubectl" in notes
+
+
+def test_every_object_fits_the_annotation_limit_of_client_side_apply(render) -> None:
+    """GitOps tools and `kubectl apply` keep a copy of the object in an annotation, and
+    annotations are limited to 256 KiB in total: a dashboard ConfigMap past that cannot be
+    applied that way (and ConfigMaps past 1 MiB not at all)."""
+    for doc in render(ALL_ON):
+        size = len(json.dumps(doc, separators=(",", ":")).encode())
+        assert size < 256 * 1024, f"{doc['kind']}/{doc['metadata']['name']}: {size} bytes"

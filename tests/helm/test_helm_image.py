@@ -7,9 +7,12 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
 from dataclasses import dataclass, field
 
+import pytest
 import yaml
 from helmkit import CHART, ROOT
 
@@ -147,3 +150,56 @@ def test_programs_named_are_the_packages_console_scripts() -> None:
         chart_cmds |= set(re.findall(r"command: \[([\w-]+)", tpl.read_text()))
     assert chart_cmds == {"tailpage-exporter", "tailpage-receiver", "python"}
     assert chart_cmds - {"python"} <= set(scripts)
+
+
+def test_files_the_programs_load_survive_pip_install() -> None:
+    """`pip install .` keeps a package's non-Python files only when they match package-data:
+    every such file in the COPYed packages must, and every file opened through
+    importlib.resources must exist there."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["package-data"]["*"]
+    _, st = stages()
+    copied = [ROOT / s.rstrip("/") for s in copy_sources(st[0]) if (ROOT / s).is_dir()]
+    for package in copied:
+        for f in package.rglob("*"):
+            if f.is_dir() or f.suffix in (".py", ".pyc") or "__pycache__" in f.parts:
+                continue
+            rel = f.relative_to(ROOT).as_posix()
+            assert (f.parent / "__init__.py").is_file(), f"{rel}: not inside a package"
+            assert any(fnmatch.fnmatch(f.name, p) for p in patterns), (
+                f"{rel}: not matched by package-data {patterns}: pip install drops it")
+        for src in package.rglob("*.py"):
+            for pkg, name in re.findall(
+                    r'resources\.files\("([\w.]+)"\)\.joinpath\("([^"]+)"\)', src.read_text()):
+                assert (ROOT / pkg.replace(".", "/") / name).is_file(), f"{src}: {pkg}/{name}"
+
+
+def _docker_engine() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _docker_engine(), reason="no Docker engine: the recipe tests stand in")
+def test_image_builds_and_runs_both_programs_as_non_root() -> None:
+    tag = "tailpage:test-build"
+    build = subprocess.run(["docker", "build", "-f", str(DOCKERFILE), "-t", tag, str(ROOT)],
+                           capture_output=True, text=True, timeout=1800)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    try:
+        for program in ("tailpage-exporter", "tailpage-receiver"):
+            run = subprocess.run(["docker", "run", "--rm", "--network", "none", tag, program,
+                                  "--help"], capture_output=True, text=True, timeout=120)
+            assert run.returncode == 0, run.stderr
+        uid = subprocess.run(["docker", "run", "--rm", "--network", "none", tag, "id", "-u"],
+                             capture_output=True, text=True, timeout=120)
+        assert uid.stdout.strip() == "10001"
+        cc = subprocess.run(["docker", "run", "--rm", "--network", "none", tag, "sh", "-c",
+                             "command -v gcc || command -v cc"], capture_output=True, timeout=120)
+        assert cc.returncode != 0, "a compiler in the final image"
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=120)

@@ -105,6 +105,18 @@ def test_example_with_an_exporter_config(example_chart: Path) -> None:
         "metadata"]["name"]
 
 
+def test_a_config_without_inputs_still_tails_the_log_volume(example_chart: Path) -> None:
+    """Without `inputs` the program would tail its built-in /var/log/app/*.log, wherever the
+    chart mounted the logs: the chart passes the mount's glob instead."""
+    docs = render_example(example_chart, {"receiver": {"enabled": False}, "exporter": {
+        "config": {"format": "json"}, "logs": {"mountPath": "/srv/logs"}}})
+    exporter = by_name(pod(docs, APP)["spec"]["containers"])["tailpage-exporter"]
+    args = exporter["args"]
+    assert args[args.index("--path") + 1] == "/srv/logs/*.log"
+    assert "--config" in args
+    assert by_name(exporter["volumeMounts"])["tailpage-logs"]["mountPath"] == "/srv/logs"
+
+
 def test_exporter_config_passes_the_exporters_own_schema(render) -> None:
     schema = yaml.safe_load((ROOT / "exporter" / "config.schema.json").read_text())
     docs = render(ALL_ON)

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import pg_harness
 import pytest
-from pg_harness import PgServer, available, start_server
+from pg_harness import PgServer
 
 
 @pytest.fixture(scope="session")
 def pg_server():
-    if not available():
+    if not pg_harness.available():
         pytest.fail("PostgreSQL 15 (Debian package postgresql) is required for these tests")
-    server = start_server()
-    yield server
-    server.stop()
+    yield pg_harness.acquire()
+    pg_harness.release()
 
 
 @pytest.fixture
-def pg_db(pg_server: PgServer) -> str:
-    """A fresh database's name."""
-    return pg_server.create_database()
+def pg_db(pg_server: PgServer):
+    """A fresh database's name (dropped after the test)."""
+    name = pg_server.create_database()
+    yield name
+    pg_server.drop_database(name)

@@ -1,8 +1,10 @@
 """A real PostgreSQL 15 server for tests: initdb + pg_ctl, loopback, free port, temp data dir.
 
-Runs as the current user, or, when that is root (CI), as the `postgres` system user through
+Runs as the current user, or, when that is root (CI), as the `postgres` system user (created
+by Debian's postgresql package; a system user `tailpage-pg` is created when it is missing) through
 runuser with a data dir that user owns: initdb refuses to run as root. fsync is off because the
 tests are about processes dying, not machines; PostgreSQL's own durability is not under test.
+One server per pytest process, shared by tests/postgres and tests/receiver (acquire/release).
 (A unique module name: test dirs have no __init__.py.)
 """
 
@@ -26,7 +28,7 @@ USER = "tailpage"
 
 
 def available() -> bool:
-    return (PG_BIN / "initdb").exists() and (os.geteuid() != 0 or _has_user("postgres"))
+    return (PG_BIN / "initdb").exists() and (os.geteuid() != 0 or _service_user() is not None)
 
 
 def _has_user(name: str) -> bool:
@@ -37,6 +39,19 @@ def _has_user(name: str) -> bool:
     return True
 
 
+def _service_user() -> str | None:
+    """As root: the unprivileged user to run the server as."""
+    for name in ("postgres", "tailpage-pg"):
+        if _has_user(name):
+            return name
+    r = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "tailpage-pg"],
+        capture_output=True,
+        check=False,
+    )
+    return "tailpage-pg" if r.returncode == 0 else None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,24 +60,28 @@ def _free_port() -> int:
 
 class PgServer:
     def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="tailpage-pg-"))
+        self._user = _service_user() if os.geteuid() == 0 else None
+        # as root, under /tmp: a TMPDIR inside root's home is not reachable by the server's user
+        self.root = Path(
+            tempfile.mkdtemp(prefix="tailpage-pg-", dir="/tmp" if self._user else None)
+        )
         self.data = self.root / "data"
         self.password = secrets.token_urlsafe(12)
         self.port = 0
-        self._as_root = os.geteuid() == 0
         self._n = itertools.count(1)
+        self._undropped: list[str] = []
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         cmd = [str(PG_BIN / args[0]), *args[1:]]
-        if self._as_root:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        if self._user:
+            cmd = ["runuser", "-u", self._user, "--", *cmd]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
     def start(self) -> None:
         pwfile = self.root / "pw"
         pwfile.write_text(self.password + "\n")
-        if self._as_root:
-            pw = pwd.getpwnam("postgres")
+        if self._user:
+            pw = pwd.getpwnam(self._user)
             for p in (self.root, pwfile):
                 os.chown(p, pw.pw_uid, pw.pw_gid)
         r = self._run(
@@ -123,8 +142,24 @@ class PgServer:
         """A fresh, empty database; its name."""
         name = f"t{os.getpid()}_{next(self._n)}"
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            self._drop_leftovers(conn)
             conn.execute(f'CREATE DATABASE "{name}"')  # name is ours: no injection
         return name
+
+    def drop_database(self, name: str) -> None:
+        """Drop it now, or with the next create_database while a client is still connected
+        (a test's app may close its pool after this runs): disk stays small over a long run."""
+        self._undropped.append(name)
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            self._drop_leftovers(conn)
+
+    def _drop_leftovers(self, conn: psycopg.Connection) -> None:
+        for name in list(self._undropped):
+            try:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            except psycopg.errors.ObjectInUse:
+                continue
+            self._undropped.remove(name)
 
     def sql(self, db: str, query: str, params: tuple = ()) -> list[tuple]:
         with psycopg.connect(self.dsn(db), autocommit=True) as conn:
@@ -140,6 +175,28 @@ def start_server() -> PgServer:
         server.stop()
         raise
     return server
+
+
+_shared: PgServer | None = None
+_users = 0
+
+
+def acquire() -> PgServer:
+    """The server of this pytest process, started on first use (session fixtures call this)."""
+    global _shared, _users
+    if _shared is None:
+        _shared = start_server()
+    _users += 1
+    return _shared
+
+
+def release() -> None:
+    """Stops the shared server when its last session fixture is done with it."""
+    global _shared, _users
+    _users -= 1
+    if _users == 0 and _shared is not None:
+        _shared.stop()
+        _shared = None
 
 
 def wait_closed(server: PgServer, db: str, timeout: float = 10.0) -> None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from rcv_helpers import Sink
+
+# the PostgreSQL harness lives with the PostgreSQL tests; one server serves both folders
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "postgres"))
+import pg_harness
 
 from receiver import config as config_mod
 from receiver.app import build_app
@@ -13,19 +19,34 @@ from receiver.store import Store
 from receiver.store.sqlite import SQLiteStore
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request) -> str:
-    """The PostgreSQL store adds "postgresql" here; every test using make_store runs on both."""
+    """Every test using make_store (or `receiver`) runs on both stores."""
     return request.param
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server (initdb, pg_ctl, loopback), started only when a test needs it."""
+    if not pg_harness.available():
+        pytest.fail("PostgreSQL 15 (Debian package postgresql) is required for these tests")
+    yield pg_harness.acquire()
+    pg_harness.release()
+
+
 @pytest.fixture
-def make_store(backend, tmp_path) -> Callable[[], Store]:
+def make_store(backend, tmp_path, request) -> Callable[[], Store]:
     """A factory of (unopened) stores sharing one database: call twice to 'restart'."""
     if backend == "sqlite":
         db = tmp_path / "receiver.db"
         return lambda: SQLiteStore(str(db), timeout_s=0.5)
-    raise NotImplementedError(backend)
+    from receiver.store.postgresql import PostgreSQLStore
+
+    server: pg_harness.PgServer = request.getfixturevalue("pg_server")
+    name = server.create_database()  # a fresh database per test: tests stay independent
+    request.addfinalizer(lambda: server.drop_database(name))
+    # 5 s, not 0.5 s: it also bounds the wait for a pooled connection on a loaded machine
+    return lambda: PostgreSQLStore(server.dsn(name), timeout_s=5.0)
 
 
 @pytest.fixture

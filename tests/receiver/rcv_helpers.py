@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 PAYLOADS = Path(__file__).parent / "payloads"
+EXE = Path(sys.executable).parent / "tailpage-receiver"
 TOKEN = "s3cret-token-value"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -126,3 +130,42 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start(
+    cfg_path: Path | None, port: int, cwd: Path, log: Path, *options: str
+) -> subprocess.Popen:
+    """`tailpage-receiver [options] run [--config cfg_path] --listen 127.0.0.1:port`; output is
+    appended to `log` (a file, not a pipe nobody reads: a full pipe would stall the receiver)."""
+    cmd = [str(EXE), *options, "run", "--listen", f"127.0.0.1:{port}"]
+    if cfg_path is not None:
+        cmd += ["--config", str(cfg_path)]
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def ready(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while True:
+            try:
+                async with s.get(f"http://127.0.0.1:{port}/-/ready") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"receiver did not start (exit {proc.poll()})")
+            await asyncio.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen) -> int:
+    """SIGTERM and wait: the exit code (0 for a clean shutdown)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

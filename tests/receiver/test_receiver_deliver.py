@@ -98,6 +98,7 @@ async def test_sms_is_short_and_pagerduty_dedups_on_fingerprint(receiver, sink):
     )
     [pd] = sink.to("pagerduty")
     assert pd["dedup_key"] == "pd01" and pd["event_action"] == "trigger"
+    assert pd["severity"] == "critical"
 
     resolved = one_alert("pd01", status="resolved")
     assert (await client.post("/alerts", json=resolved, headers=AUTH)).status == 200
@@ -153,3 +154,45 @@ async def test_email_has_text_and_html_parts_over_real_smtp(receiver, sink):
     assert "payments is logging critical errors" in text
     assert "https://runbooks.example/CriticalError" in html
     assert "&lt;script&gt;" in html and "<script>" not in html
+
+
+def test_real_pagerduty_plugin_gets_fingerprint_as_dedup_key_and_resolve_action():
+    """apprise's own pagerduty:// plugin (it only talks to events.pagerduty.com, so it is not
+    sent to here) parses what the renderer adds to the channel URL: dedup key = fingerprint,
+    action trigger/resolve, PagerDuty severity from ours unless the URL sets one."""
+    import apprise
+
+    from receiver.config import Channel
+    from receiver.deliver import with_params
+    from receiver.render import render
+    from receiver.store import Delivery
+
+    def plugin(url: str, kind: str, severity: str):
+        ch = Channel("pd", url, "pagerduty")
+        d = Delivery(
+            id=1,
+            channel="pd",
+            kind=kind,
+            step=0,
+            attempts=0,
+            created_at=0.0,
+            fingerprint="4f1c2d3e4f5a6b7c",
+            status="resolved" if kind == "resolved" else "firing",
+            severity=severity,
+            labels={"alertname": "CriticalError", "component": "payments"},
+            annotations={"summary": "payments is failing"},
+            starts_at="2026-01-01T12:00:00Z",
+            generator_url=None,
+            external_url=None,
+        )
+        n = render(d, ch)
+        p = apprise.Apprise.instantiate(with_params(ch.url, n.url_params))
+        assert type(p).__name__ == "NotifyPagerDuty"
+        return p, n
+
+    p, n = plugin("pagerduty://integration@apikey/tailpage/payments", "firing", "high")
+    assert (p.dedup, p.action, p.severity) == ("4f1c2d3e4f5a6b7c", "trigger", "error")
+    assert (p.integration_key, p.apikey, p.source) == ("integration", "apikey", "tailpage")
+    assert n.title == "[HIGH] CriticalError — payments"
+    p, _ = plugin("pagerduty://integration@apikey?severity=info", "resolved", "critical")
+    assert (p.dedup, p.action, p.severity) == ("4f1c2d3e4f5a6b7c", "resolve", "info")

@@ -8,6 +8,10 @@ import sqlite3
 
 from rcv_helpers import AUTH, TOKEN, base_config, one_alert, payload, wait_for
 
+from receiver import config as config_mod
+from receiver.app import build_app
+from receiver.store.sqlite import SQLiteStore
+
 
 async def test_real_payload_is_stored_and_routed(receiver, sink):
     client = await receiver(base_config(sink))
@@ -104,10 +108,12 @@ async def test_too_large_invalid_json_and_schema(receiver, sink):
     assert (await (await client.get("/api/v1/alerts", headers=AUTH)).json())["alerts"] == []
 
 
-async def test_503_when_the_store_cannot_commit(receiver, sink, backend, tmp_path):
-    if backend != "sqlite":
-        return  # the PostgreSQL suite makes its database unwritable its own way
-    client = await receiver(base_config(sink))
+async def test_503_when_the_store_cannot_commit(aiohttp_client, sink, tmp_path):
+    """SQLite only: another process holding the write lock is how SQLite fails to commit
+    (the PostgreSQL suite makes its database unwritable its own way)."""
+    cfg = config_mod.from_dict(base_config(sink), "test.yml")
+    app = build_app(cfg, store=SQLiteStore(str(tmp_path / "receiver.db"), timeout_s=0.5))
+    client = await aiohttp_client(app)
     assert (await client.get("/-/ready")).status == 200
     # another process holds the write lock: the commit cannot happen within store_timeout
     blocker = sqlite3.connect(tmp_path / "receiver.db", isolation_level=None)
@@ -144,3 +150,104 @@ async def test_secrets_never_leave(receiver, sink, caplog):
     ]
     for out in outputs:
         assert "ZZTOPSECRETZZ" not in out and TOKEN not in out
+
+
+def _bad_bodies() -> list[tuple[str, bytes, int, str, str]]:
+    """(case, body, status, reason label, text in the error)."""
+
+    def edit(fn) -> bytes:
+        body = payload("firing")
+        fn(body)
+        return json.dumps(body).encode()
+
+    return [
+        ("empty body", b"", 400, "invalid_json", "invalid JSON"),
+        ("not UTF-8", b"\xff\xfe{", 400, "invalid_json", "invalid JSON"),
+        ("version 3", edit(lambda b: b.update(version="3")), 400, "schema", "version"),
+        ("alerts not a list", edit(lambda b: b.update(alerts={})), 400, "schema", "alerts"),
+        ("no alerts key", edit(lambda b: b.pop("alerts")), 400, "schema", "alerts"),
+        (
+            "label value not a string",
+            edit(lambda b: b["alerts"][0]["labels"].update(severity=5)),
+            400,
+            "schema",
+            "alerts[0].labels.severity",
+        ),
+        (
+            "fingerprint with a slash",
+            edit(lambda b: b["alerts"][0].update(fingerprint="../etc")),
+            400,
+            "schema",
+            "alerts[0].fingerprint",
+        ),
+        (
+            "startsAt missing",
+            edit(lambda b: b["alerts"][1].pop("startsAt")),
+            400,
+            "schema",
+            "alerts[1]",
+        ),
+        ("status unknown", edit(lambda b: b.update(status="pending")), 400, "schema", "status"),
+    ]
+
+
+async def test_every_bad_input_gets_400_with_the_reason(receiver, sink):
+    client = await receiver(base_config(sink))
+    counts: dict[str, int] = {}
+    for case, body, status, reason, text in _bad_bodies():
+        r = await client.post(
+            "/alerts", data=body, headers={**AUTH, "Content-Type": "application/json"}
+        )
+        assert r.status == status, case
+        assert text in (await r.json())["error"], case
+        counts[reason] = counts.get(reason, 0) + 1
+    metrics = await (await client.get("/metrics")).text()
+    for reason, n in counts.items():
+        assert f'tailpage_receiver_webhooks_rejected_total{{reason="{reason}"}} {n}.0' in metrics
+    assert (await (await client.get("/api/v1/alerts", headers=AUTH)).json())["alerts"] == []
+    assert sink.got == []
+
+
+def test_the_fast_validator_agrees_with_jsonschema():
+    """Intake compiles webhook.schema.json with fastjsonschema (speed); jsonschema is the
+    reference implementation: both accept the real payloads and reject the same bad inputs."""
+    import fastjsonschema
+    import jsonschema
+
+    from receiver.intake import WEBHOOK_SCHEMA, _validate
+
+    jsonschema.Draft7Validator.check_schema(WEBHOOK_SCHEMA)
+    reference = jsonschema.Draft7Validator(WEBHOOK_SCHEMA)
+    for name in ("firing", "resolved"):
+        reference.validate(payload(name))
+        _validate(payload(name))
+    for case, body, _, reason, _ in _bad_bodies():
+        if reason != "schema":
+            continue
+        data = json.loads(body)
+        assert not reference.is_valid(data), case
+        try:
+            _validate(data)
+        except fastjsonschema.JsonSchemaException:
+            continue
+        raise AssertionError(f"fastjsonschema accepted: {case}")
+
+
+async def test_chunked_body_over_the_limit_is_413(receiver, sink):
+    """No Content-Length (chunked): the limit applies while reading."""
+    client = await receiver(base_config(sink, max_body_bytes=4096))
+
+    async def chunks():
+        for _ in range(10):
+            yield b" " * 1024  # JSON whitespace: only the size is wrong
+
+    r = await client.post("/alerts", data=chunks(), headers=AUTH)
+    assert r.status == 413
+    assert "4096" in (await r.json())["error"]
+    body = json.dumps(payload("firing")).encode()
+
+    async def small():
+        yield body
+
+    r = await client.post("/alerts", data=small(), headers=AUTH)
+    assert r.status == 200, await r.text()

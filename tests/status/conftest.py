@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest_asyncio
 from status_helpers import CHROMIUM_ARGS, TOKEN, Sink, start_receiver
@@ -41,13 +42,14 @@ async def sink():
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def receiver(tmp_path):
-    """start(cfg) -> a running receiver with the status page, on a free loopback port."""
+    """start(cfg, headers, clock) -> a running receiver with the status page on a loopback port."""
     started = []
 
-    async def start(cfg: dict, headers: dict[str, str] | None = None):
+    async def start(cfg: dict, headers: dict[str, str] | None = None, clock=time.time):
         r = await start_receiver(
             cfg, tmp_path / f"receiver{len(started)}.db",
             headers if headers is not None else {"Authorization": f"Bearer {TOKEN}"},
+            clock,
         )
         started.append(r)
         return r

@@ -70,7 +70,10 @@ tailpage/exporter: "true"
     - --config
     - /etc/tailpage-exporter/config.yaml
     {{- end }}
-    {{- if or (not $hasConfig) $e.logs.paths }}
+    {{- /* --path replaces the config's `inputs`: given unless the config names its own inputs
+    (without either the program would tail its built-in /var/log/app/*.log, whatever
+    logs.mountPath says). An existingConfigMap is trusted to have inputs. */}}
+    {{- if or (not $hasConfig) $e.logs.paths (and $e.config (not $e.config.inputs)) }}
     {{- range (include "tailpage.exporter.paths" . | fromYamlArray) }}
     - --path
     - {{ . | quote }}

@@ -1,0 +1,181 @@
+"""`tailpage-exporter oneshot` against `mtail --one_shot` over the same generated JSON log.
+
+Usage: .venv/bin/python bench/exporter_oneshot.py [--lines N] [--cpu K] [--repeat R] [--keep DIR]
+
+Generates N lines (default 1,000,000) with ../shared/bench/genlog.py, runs both programs one
+after the other (R times, alternating; medians reported) pinned to the same single CPU
+(taskset), each under /usr/bin/time -v for wall and CPU time and peak RSS, checks that their
+counts agree (lines by level, errors by level/component/error_type, durations by component) and
+prints one JSON object. Exit 1 when the counts disagree. The speed target (>= 8x mtail's
+lines/s, peak RSS < 80 MB) is reported, not asserted: the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "bench"
+GENLOG = SHARED / "genlog.py"
+MTAIL_PROG = SHARED / "errors.mtail"
+EXPORTER = Path(sys.executable).parent / "tailpage-exporter"
+TARGET_RATIO = 8.0
+TARGET_RSS_MB = 80.0
+
+
+def timed(cmd: list[str], out: Path, cpu: int | None) -> dict[str, float]:
+    """Run cmd with stdout to `out`; wall seconds, CPU seconds and peak RSS from time -v."""
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
+    with open(out, "wb") as fh:
+        p = subprocess.run(["/usr/bin/time", "-v", *pin, *cmd], stdout=fh,
+                           stderr=subprocess.PIPE, check=False)
+    err = p.stderr.decode(errors="replace")
+    if p.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({p.returncode}):\n{err[-2000:]}")
+
+    def field(name: str) -> str:
+        m = re.search(rf"^\s*{re.escape(name)}: (.+)$", err, re.M)
+        if m is None:
+            raise SystemExit(f"no {name!r} in /usr/bin/time output:\n{err[-2000:]}")
+        return m.group(1).strip()
+
+    wall = 0.0
+    for part in field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":"):
+        wall = wall * 60 + float(part)
+    return {"wall_s": wall,
+            "cpu_s": float(field("User time (seconds)")) + float(field("System time (seconds)")),
+            "peak_rss_mb": int(field("Maximum resident set size (kbytes)")) / 1024}
+
+
+def median(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The run with the median wall time (its own CPU time), and the highest peak RSS of all."""
+    mid = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
+    return mid | {"peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+                  "wall_s_all": [round(r["wall_s"], 2) for r in runs]}
+
+
+def families(path: Path) -> dict[str, list]:
+    out: dict[str, list] = defaultdict(list)
+    for fam in text_string_to_metric_families(path.read_text()):
+        for s in fam.samples:
+            out[s.name].append(s)
+    return out
+
+
+def counts(path: Path, names: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Lines by level, errors by level/component/error_type, durations count by component."""
+    fams = families(path)
+    level_alias = {"warn": "warning"}  # mtail keeps the raw level, the exporter normalises
+    lines: dict[str, float] = defaultdict(float)
+    for s in fams[names["lines"]]:
+        if s.value:
+            lines[level_alias.get(s.labels["level"], s.labels["level"])] += s.value
+    errors: dict[str, float] = defaultdict(float)
+    for s in fams[names["errors"]]:
+        lbl = s.labels
+        errors[f'{lbl["level"]}/{lbl["component"]}/{lbl["error_type"]}'] += s.value
+    durations = {s.labels["component"]: s.value for s in fams[names["durations"]]}
+    return {"lines_by_level": dict(lines), "errors": dict(errors), "durations": durations}
+
+
+def machine() -> dict[str, object]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+
+
+def mtail_version() -> str:
+    p = subprocess.run(["mtail", "--version"], capture_output=True, text=True, check=False)
+    return (p.stdout or p.stderr).splitlines()[0] if (p.stdout or p.stderr) else "?"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--cpu", type=int, default=0, help="CPU both programs are pinned to")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each; the median is shown")
+    ap.add_argument("--keep", metavar="DIR", help="write the log and outputs here (kept)")
+    args = ap.parse_args()
+    for need in (GENLOG, MTAIL_PROG, EXPORTER):
+        if not need.exists():
+            raise SystemExit(f"missing {need}")
+    if not shutil.which("mtail"):
+        raise SystemExit("mtail is not installed (Debian package mtail)")
+
+    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="tailpage-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        log = tmp / "bench.log"
+        subprocess.run([sys.executable, str(GENLOG), str(args.lines), str(log)], check=True)
+        load_before = machine()["load_avg_1_5_15"]
+        runs: dict[str, list[dict[str, float]]] = {"ours": [], "mtail": []}
+        for _ in range(args.repeat):  # alternating, so a burst of load hits both alike
+            runs["ours"].append(timed([str(EXPORTER), "oneshot", "--format", "json", str(log)],
+                                      tmp / "exporter.prom", args.cpu))
+            runs["mtail"].append(timed(["mtail", "--one_shot", "--one_shot_format=prometheus",
+                                        "--progs", str(MTAIL_PROG), "--logs", str(log)],
+                                       tmp / "mtail.prom", args.cpu))
+        ours, theirs = median(runs["ours"]), median(runs["mtail"])
+        a = counts(tmp / "exporter.prom", {"lines": "tailpage_log_lines_total",
+                                           "errors": "tailpage_errors_total",
+                                           "durations": "tailpage_request_duration_seconds_count"})
+        b = counts(tmp / "mtail.prom", {"lines": "log_lines_total", "errors": "errors_total",
+                                        "durations": "request_duration_seconds_count"})
+        agree = {k: a[k] == b[k] for k in a}
+        for k, ok in agree.items():
+            if not ok:
+                print(f"MISMATCH {k}:\n  exporter {a[k]}\n  mtail    {b[k]}", file=sys.stderr)
+        n = args.lines
+        for r in (ours, theirs):
+            # wall time is what a user waits; CPU time is steadier when others share the machine
+            r["lines_per_s"] = round(n / r["wall_s"])
+            r["lines_per_cpu_s"] = round(n / r["cpu_s"])
+            for k in ("wall_s", "cpu_s", "peak_rss_mb"):
+                r[k] = round(r[k], 3)
+        ratio = ours["lines_per_s"] / theirs["lines_per_s"]
+        cpu_ratio = ours["lines_per_cpu_s"] / theirs["lines_per_cpu_s"]
+        report = {
+            "benchmark": "exporter_oneshot",
+            "lines": n,
+            "log_bytes": log.stat().st_size,
+            "pinned_cpu": args.cpu,
+            "tailpage_exporter_oneshot": ours,
+            "mtail_one_shot": theirs | {"version": mtail_version()},
+            "speedup_vs_mtail": round(ratio, 2),
+            "speedup_vs_mtail_cpu_time": round(cpu_ratio, 2),
+            "targets": {"speedup_ge_8x": ratio >= TARGET_RATIO,
+                        "peak_rss_lt_80mb": ours["peak_rss_mb"] < TARGET_RSS_MB},
+            "counts_agree": agree,
+            "errors_series": len(a["errors"]),
+            "machine": machine() | {"load_avg_before": load_before},
+            "command": " ".join(["python", "bench/exporter_oneshot.py", f"--lines {n}",
+                                 f"--cpu {args.cpu}", f"--repeat {args.repeat}"]),
+        }
+        print(json.dumps(report, indent=2))
+        return 0 if all(agree.values()) else 1
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
