@@ -12,7 +12,9 @@ import re
 
 import msgspec
 
-CRI_LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\S+ (stdout|stderr) ([PF])(?::\S*)? ?")
+# the tag is P or F, optionally followed by ":"-separated tags; then a space, or the end when
+# the message is empty
+CRI_LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\S+ (stdout|stderr) ([PF])(?::\S*)?(?: |$)")
 
 
 class _Docker(msgspec.Struct, gc=False):

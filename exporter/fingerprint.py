@@ -30,6 +30,10 @@ MAX_MESSAGE = 512  # normalise only the head of a message: the kind of error is 
 
 _EMAIL, _UUID, _IP4, _IP6, _URL, _QUOTED, _HEX, _NUM = (rx for rx, _ in _SUBS)
 _HEX6 = re.compile(r"[0-9a-fA-F]{6}")
+# API keys, session tokens, JWT segments: a run of 20+ word characters with a letter and at least
+# two digits. Class names keep theirs (Http2ConnectionException has one digit).
+_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?=(?:[A-Za-z_-]*\d){2})(?=[0-9_-]*[A-Za-z])"
+                    r"[A-Za-z0-9_-]{20,}(?![A-Za-z0-9])")
 
 
 def normalize(message: str) -> str:
@@ -48,6 +52,8 @@ def normalize(message: str) -> str:
         s = _URL.sub("<url>", s)
     if '"' in s or "'" in s or "`" in s:
         s = _QUOTED.sub("<str>", s)
+    if len(s) >= 20:
+        s = _TOKEN.sub("<token>", s)
     if "0x" in s or _HEX6.search(s):
         s = _HEX.sub("<hex>", s)
     s = _NUM.sub("<n>", s)
@@ -83,17 +89,25 @@ class Seen:
 
 
 # Label values keep their words and short codes (ECONNREFUSED, 23505, db-3) but lose what could
-# identify a person or explode cardinality: emails, UUIDs, IPs, long hex ids, long numbers.
-_SCRUB = [*_SUBS[:4],
+# identify a person or explode cardinality: emails, UUIDs, IPs, tokens, long hex ids, long numbers.
+_SCRUB = [*_SUBS[:4], (_TOKEN, "<token>"),
           (re.compile(r"(?<![0-9A-Za-z])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{12,}(?![0-9A-Za-z])"),
            "<hex>"),
           (re.compile(r"\d{6,}"), "<n>"),
           (re.compile(r"[^\w.:$<>/-]+"), "_")]
 
 
+_TAIL = re.compile(r"[^\s,;|]*$")
+
+
 def scrub(value: str, max_len: int) -> str:
     """A free-text value made fit for a label: no personal data, bounded length."""
-    s = value.strip()[:max_len * 2]
+    s = value.strip()
+    if len(s) > max_len * 2:
+        # the cut may split an email or a token so that no pattern sees it whole: drop that
+        # last fragment (unless it is all there is)
+        s = s[:max_len * 2]
+        s = _TAIL.sub("", s) or s
     for rx, repl in _SCRUB:
         s = rx.sub(repl, s)
     return s[:max_len] or "unknown"

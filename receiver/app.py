@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import api, escalate, status
 from .config import Config, redact_dsn
-from .deliver import Deliverer
+from .deliver import Deliverer, contain_library_logs
 from .intake import handle_alerts
 from .metrics import Metrics
 from .state import STATE, State
@@ -66,6 +66,7 @@ def build_app(
 ) -> web.Application:
     """`store` defaults to the one named by cfg.store; `workers=False` leaves delivery and
     escalation to the caller (tests drive them tick by tick)."""
+    contain_library_logs()  # secrets in channel URLs must not reach any log
     app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[_store_errors])
     m = Metrics()
     m.init_channels(list(cfg.channels))

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from . import config as config_mod
 from .config import Config, ConfigError
+from .deliver import contain_library_logs
 from .render import test_notification
 
 EXIT_CONFIG = 2
@@ -118,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # apprise logs per-plugin detail at INFO/DEBUG, and urllib3 logs every request line at DEBUG:
-    # both can include endpoint paths, which hold tokens. Failures reach our own log, redacted.
-    for noisy in ("apprise", "urllib3", "requests"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    contain_library_logs()
     try:
         return args.fn(args)
     except ConfigError as e:

@@ -38,6 +38,19 @@ def _console(body: str, title: str, notify_type: str, *args, **kwargs) -> bool:
     return True
 
 
+def contain_library_logs() -> None:
+    """apprise and urllib3 log endpoint URLs (which hold tokens) at DEBUG..WARNING. Keep them off
+    our handlers: apprise's records still reach the per-call capture that `send` reads its
+    failure reason from (then redacted); nothing else of theirs is printed."""
+    lib = logging.getLogger("apprise")
+    lib.setLevel(logging.WARNING)
+    lib.propagate = False
+    if not any(isinstance(h, logging.NullHandler) for h in lib.handlers):
+        lib.addHandler(logging.NullHandler())  # else logging's last-resort handler prints it
+    for name in ("urllib3", "requests"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def with_params(url: str, params: dict[str, str]) -> str:
     """The channel URL with per-message parameters (PagerDuty dedup key) merged in."""
     if not params:

@@ -88,6 +88,8 @@ MIGRATIONS = [
 
 # deadlock_detected, serialization_failure: the transaction did nothing; run it again
 _RETRY_TX = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
+# our own lock_timeout / statement_timeout: answer now (503), do not wait that long again
+_NO_RETRY = (pgerrors.QueryCanceled, pgerrors.LockNotAvailable)
 
 
 class PostgreSQLStore:
@@ -192,19 +194,24 @@ class PostgreSQLStore:
             try:
                 async with self._pool.connection() as conn, conn.transaction():
                     return await fn(conn)
-            except PoolTimeout as e:  # all connections busy or the server unreachable
-                raise self._error("PostgreSQL store: no connection", e) from e
-            except _RETRY_TX as e:
-                if attempt >= 5:
-                    raise self._error("PostgreSQL store", e) from e
-                await asyncio.sleep(0.01 * attempt)
-            except (pgerrors.QueryCanceled, pgerrors.LockNotAvailable) as e:  # our timeouts
-                raise self._error("PostgreSQL store", e) from e
-            except psycopg.OperationalError as e:
-                if attempt >= 2:
-                    raise self._error("PostgreSQL store", e) from e
-                log.warning("%s; retrying once", self._error("PostgreSQL store", e))
-            except psycopg.Error as e:
+            except (PoolTimeout, psycopg.Error) as e:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # the error came out of an interrupted query or rollback: stay cancelled,
+                    # or a worker that carries on after a StoreError would never stop
+                    raise asyncio.CancelledError from e
+                if isinstance(e, PoolTimeout):  # all connections busy or server unreachable
+                    raise self._error("PostgreSQL store: no connection", e) from e
+                if isinstance(e, _RETRY_TX) and attempt < 5:
+                    await asyncio.sleep(0.01 * attempt)
+                    continue
+                if (
+                    isinstance(e, psycopg.OperationalError)
+                    and not isinstance(e, _NO_RETRY)
+                    and attempt < 2
+                ):
+                    log.warning("%s; retrying once", self._error("PostgreSQL store", e))
+                    continue
                 raise self._error("PostgreSQL store", e) from e
 
     # -- the interface -------------------------------------------------------------------------

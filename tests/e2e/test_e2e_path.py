@@ -57,6 +57,8 @@ class Traffic:
 
     A burst of security errors (severity high) starts HighErrorRatio's pending state; one error
     and ten info lines a second keep the ratio at ~9% so the alert stays pending for its 5 minutes.
+    The lines carry no duration, so they are not requests: with durations, 9% failed requests
+    for minutes also burn the SLO budget and rightly page (ErrorBudgetBurnFast, critical).
     """
 
     def __init__(self, log: Path) -> None:
@@ -75,7 +77,7 @@ class Traffic:
             append(self.log, self._error() * 60)
             self.errors += 60
             self.stop_ev.wait(1.2)
-        info = log_line("info", "login ok", HIGH_COMP, duration_ms=3.1)
+        info = log_line("info", "login ok", HIGH_COMP)
         while not self.stop_ev.wait(1.0):
             append(self.log, self._error() + info * 10)
             self.errors += 1
@@ -152,7 +154,7 @@ def write_path_report(request, st: Stack, seconds: float, failed: bool) -> None:
     told_keys = set(st.told)
     r.notes.update({
         "received_firing_resolved": per,
-        "unexpected": sorted({f"{n.channel}: {n.title}" for n in st.sinks.received()
+        "unexpected": sorted({f"{n.channel}: {n.text.strip()[:80]}" for n in st.sinks.received()
                               if not any(k in n.text or k in n.html for k in told_keys)}),
         **st.figures,
         "outcome": "failed" if failed else "passed",
@@ -197,7 +199,8 @@ def test_fatal_line_pages_every_channel_within_30s(stack: Stack) -> None:
     got = wait_until(all_told, 30, what="a CriticalError notification on all four channels")
     latency = {ch: round(notes[0].at - t0, 2) for ch, notes in got.items()}
     stack.figures["fatal_line_to_notification_s"] = latency
-    stack.told[comp] = dict.fromkeys(CHANNELS, 1)
+    # nobody acks payments: its escalation step (sms, email) follows after ESCALATE_AFTER
+    stack.told[comp] = {"pagerduty": 1, "slack": 1, "sms": 2, "email": 2}
 
     alert = prom_alert(stack.prometheus, "CriticalError", comp, "firing")
     assert alert is not None, "Prometheus should show CriticalError firing for payments"
@@ -322,7 +325,7 @@ def test_resolution_reaches_every_channel_that_was_told(stack: Stack) -> None:
     if not stack.told:
         pytest.skip("no alert was raised by the earlier tests")
     stack.traffic.stop()
-    rush = log_line("info", "request completed", "e2e-rush", duration_ms=2.0)
+    rush = log_line("info", "cache warmed", "e2e-rush")
     for _ in range(20):
         append(stack.log, rush * 1000)
     stack.exporter.proc.stop()

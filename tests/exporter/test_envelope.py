@@ -252,8 +252,12 @@ def test_unwrap_functions() -> None:
     assert envelope.unwrap_docker(b'{"log":"a\\r\\n","stream":"stderr"}') == ("stderr", b"a",
                                                                              True)
     assert envelope.unwrap_docker(b'{"log":"a"}') == ("", b"a", False)
-    with pytest.raises(envelope.BadEnvelope):
-        envelope.unwrap_cri(b"2026-11-23 stdout F x")
+    assert envelope.unwrap_cri(TS + b" stdout F") == (b"stdout", b"", True)
+    assert envelope.unwrap_cri(TS + b" stdout F:a:b x") == (b"stdout", b"x", True)
+    for bad in (b"2026-11-23 stdout F x", TS + b" stdout Fx", TS + b" stdin F x",
+                TS + b" stdout X x"):
+        with pytest.raises(envelope.BadEnvelope):
+            envelope.unwrap_cri(bad)
     with pytest.raises(envelope.BadEnvelope):
         envelope.unwrap_docker(b'{"stream":"stdout"}')
     assert envelope.looks_docker(docker("x\n"))

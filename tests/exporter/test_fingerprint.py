@@ -96,6 +96,25 @@ def test_scrub_removes_personal_data() -> None:
     assert "ECONNREFUSED" in v and "db-3" in v
 
 
+def test_tokens_become_placeholders_but_class_names_stay() -> None:
+    key = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV"
+    assert scrub(f"BadKey {key}", 64) == "BadKey_<token>"
+    assert normalize(f"invalid api key {key}") == "invalid api key <token>"
+    assert normalize(f"bad jwt {jwt}") == "bad jwt <token>.<token>.<token>"
+    assert fingerprint(normalize(f"invalid api key {key}"), "E", "c") == \
+        fingerprint(normalize("invalid api key pk_test_9zX81abcDEFghiJKL0mnop2Q"), "E", "c")
+    assert scrub("Http2ConnectionException", 64) == "Http2ConnectionException"
+    assert scrub("io.grpc.StatusRuntimeException", 64) == "io.grpc.StatusRuntimeException"
+
+
+def test_scrub_drops_a_fragment_cut_at_the_length_cap() -> None:
+    # an email split by the cut is no longer an email to the pattern: it must not survive
+    for pad in range(100, 140):
+        v = scrub("<email>" * (pad // 7) + " alice.wonder@example.com", 64)
+        assert "alice" not in v and "wonder" not in v
+
+
 def test_scrub_caps_length_and_never_empty() -> None:
     assert len(scrub("x" * 500, 64)) == 64
     assert scrub("   ", 64) == "unknown"

@@ -10,6 +10,7 @@ One server per pytest process, shared by tests/postgres and tests/receiver (acqu
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import pwd
@@ -124,7 +125,7 @@ class PgServer:
         raise RuntimeError(f"pg_ctl start failed: {r.stderr[-1000:]}\n{self.log()[-2000:]}")
 
     def stop(self) -> None:
-        if self.data.exists():
+        if (self.data / "postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -186,6 +187,7 @@ def acquire() -> PgServer:
     global _shared, _users
     if _shared is None:
         _shared = start_server()
+        atexit.register(_shared.stop)  # a session that dies past its fixtures' teardown
     _users += 1
     return _shared
 

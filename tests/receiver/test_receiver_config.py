@@ -185,3 +185,55 @@ def test_send_test_failure_does_not_leak_the_url(tmp_path):
     )
     assert out.returncode == 1 and "FAILED" in out.stderr
     assert "TOPSECRETPATH" not in out.stderr + out.stdout
+
+
+def test_secret_files_for_basic_auth_channels_and_the_store(tmp_path):
+    (tmp_path / "pw").write_text("basic-pw\n")
+    (tmp_path / "dbpw").write_text("db:p@ss/word\n")
+    (tmp_path / "hook").write_text("json://127.0.0.1:9/HOOKSECRET\n")
+    p = tmp_path / "c.yml"
+    p.write_text(
+        "auth: {basic: {username: am, password_file: pw}}\n"
+        "store: postgresql://tailpage@db.example:5432/tailpage\n"
+        "store_password_file: dbpw\n"
+        "channels: {hook: {url_file: hook, rate_limit: {burst: 3, per: 1m}}}\n"
+    )
+    cfg = config_mod.load(p)  # relative *_file paths are relative to the config file
+    assert (cfg.auth.username, cfg.auth.password) == ("am", "basic-pw")
+    assert "basic-pw" not in repr(cfg.auth)
+    assert cfg.store == "postgresql://tailpage:db%3Ap%40ss%2Fword@db.example:5432/tailpage"
+    assert "p%40ss" not in config_mod.redact_dsn(cfg.store)
+    hook = cfg.channels["hook"]
+    assert hook.url == "json://127.0.0.1:9/HOOKSECRET" and "HOOKSECRET" not in repr(hook)
+    assert (hook.kind, hook.rate_burst, hook.rate_per_s) == ("chat", 3, 0.05)
+
+    p.write_text("store_password_file: dbpw\n")  # SQLite has no password
+    with pytest.raises(ConfigError) as e:
+        config_mod.load(p)
+    assert e.value.path == "store_password_file"
+    p.write_text("auth: {basic: {username: am, password: a, password_file: pw}}\n")
+    with pytest.raises(ConfigError) as e:
+        config_mod.load(p)
+    assert e.value.path == "auth.basic" and "exactly one" in e.value.expected
+    p.write_text("auth: {bearer_token: a, bearer_token_file: pw}\n")
+    with pytest.raises(ConfigError) as e:
+        config_mod.load(p)
+    assert e.value.path == "auth" and "exactly one" in e.value.expected
+    (tmp_path / "empty").write_text("\n")
+    p.write_text("channels: {a: {url_file: empty}}\n")
+    with pytest.raises(ConfigError) as e:
+        config_mod.load(p)
+    assert e.value.path == "channels.a.url_file" and "non-empty" in e.value.expected
+
+
+def test_env_expansion_defaults_and_literal_dollar(tmp_path, monkeypatch):
+    monkeypatch.setenv("TP_HOOK_HOST", "127.0.0.1")
+    monkeypatch.delenv("TP_UNSET", raising=False)
+    p = tmp_path / "c.yml"
+    p.write_text(
+        "listen: ${TP_LISTEN:-127.0.0.1:19097}\n"
+        "channels: {a: {url: 'json://${TP_HOOK_HOST}/x?p=$$1${TP_UNSET:-}'}}\n"
+    )
+    cfg = config_mod.load(p)
+    assert (cfg.listen_host, cfg.listen_port) == ("127.0.0.1", 19097)
+    assert cfg.channels["a"].url == "json://127.0.0.1/x?p=$1"
