@@ -50,8 +50,20 @@ def json_dict(line: bytes) -> dict[str, Any]:
     return obj
 
 
-# logfmt: key=value, key="quoted \" value", bare keys mean true.
-_LOGFMT = re.compile(r'([^\s=]+)(?:=("(?:[^"\\]|\\.)*"|[^\s]*))?')
+# logfmt: key=value, key="quoted \" value", bare keys mean true. Quoted values use Go's
+# escapes (logrus and slog quote with strconv.Quote).
+_LOGFMT = re.compile(r'([^\s=]+)(?:=(?:"((?:[^"\\]|\\.)*)"|(\S*)))?')
+_ESCAPE = re.compile(r"\\(U[0-9a-fA-F]{8}|u[0-9a-fA-F]{4}|x[0-9a-fA-F]{2}|.)")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v"}
+
+
+def _unescape(m: re.Match[str]) -> str:
+    e = m.group(1)
+    if len(e) > 1:  # \u00e9, \U0001f600, \x07
+        n = int(e[1:], 16)
+        # a surrogate or out-of-range code point could not be encoded in a label later
+        return chr(n) if n < 0x110000 and not 0xD800 <= n < 0xE000 else "\ufffd"
+    return _ESCAPES.get(e, e)
 
 
 def logfmt(line: bytes) -> dict[str, Any]:
@@ -62,14 +74,15 @@ def logfmt(line: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {}
     pairs = 0
     for m in _LOGFMT.finditer(text):
-        key, val = m.group(1), m.group(2)
-        if val is None:
+        key, quoted, bare = m.groups()
+        if quoted is None and bare is None:
             out[key] = True
             continue
         pairs += 1
-        if val.startswith('"') and len(val) >= 2:
-            val = val[1:-1].replace('\\"', '"').replace("\\\\", "\\").replace("\\n", "\n")
-        out[key] = val
+        if quoted is not None:
+            out[key] = _ESCAPE.sub(_unescape, quoted) if "\\" in quoted else quoted
+        else:
+            out[key] = bare
     if pairs == 0:
         raise DecodeFailure("invalid_logfmt")
     return out

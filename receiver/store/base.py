@@ -134,12 +134,23 @@ class Store(Protocol):
         """Unfinished outbox rows (pending, sending, held) per channel."""
 
 
+def sqlite_path(url: str) -> str:
+    """The file of a sqlite:/// URL. `sqlite:///var/lib/tailpage/receiver.db` is the absolute
+    /var/lib/tailpage/receiver.db (the issue's example and the Helm chart write it so; a
+    working-directory-relative reading would put the data outside the volume); `sqlite:////abs`
+    works too; relative paths start with ./ or ../ (the default `sqlite:///./var/receiver.db`)."""
+    rest = url.removeprefix("sqlite:///")
+    if rest == ":memory:" or rest.startswith(("./", "../")):
+        return rest
+    return "/" + rest.lstrip("/")
+
+
 def open_store(url: str, timeout_s: float = 5.0) -> Store:
     """The store for a `store:` URL."""
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(url.removeprefix("sqlite:///"), timeout_s=timeout_s)
+        return SQLiteStore(sqlite_path(url), timeout_s=timeout_s)
     if url.startswith(("postgres://", "postgresql://")):
         try:
             from .postgresql import PostgreSQLStore  # type: ignore[import-not-found]

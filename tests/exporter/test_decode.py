@@ -94,6 +94,19 @@ def test_json_crlf_and_blank_lines() -> None:
     assert failures(pipe) == {}
 
 
+def test_json_non_ascii_text() -> None:
+    """UTF-8 text (Go, pino and winston write it raw) takes the same path as ASCII."""
+    recs = [{"level": "error", "msg": f"Zahlung für Bestellung {i} fehlgeschlagen ✗",
+             "component": "zahlungen", "error_type": "ZahlungAbgelehnt"} for i in range(100)]
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs).encode()
+    for step in (None, 5, 333):
+        pipe = make()
+        feed(pipe, "a.log", data, step)
+        assert levels(pipe) == {"error": 100}
+        assert error_types(pipe) == {"ZahlungAbgelehnt": 100}
+        assert failures(pipe) == {}
+
+
 def test_json_last_line_without_newline_counts_at_flush() -> None:
     pipe = make()
     src = pipe.open("a.log")
@@ -112,6 +125,14 @@ def test_logfmt_parser() -> None:
     assert rec == {"time": "2026-11-23T12:00:00Z", "level": "error", "msg": 'said "no" twice',
                    "path": "/x?a=b&c=d", "empty": "", "flag": True, "duration_ms": "12.5",
                    "err": "a\\b"}
+
+
+def test_logfmt_go_escapes() -> None:
+    """logrus and slog quote with Go's strconv.Quote; an escaped backslash stays one."""
+    rec = decode.logfmt(rb'msg="a\\nb \"q\" \u00e9\U0001F600\tx\x41" '
+                        rb'bad="\ud800" open="unterminated k=v')
+    assert rec == {"msg": 'a\\nb "q" \u00e9\U0001F600\txA', "bad": "\ufffd",
+                   "open": '"unterminated', "k": "v"}
 
 
 @pytest.mark.parametrize(("line", "reason"), [(b"just some words", "invalid_logfmt"),

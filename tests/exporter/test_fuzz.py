@@ -103,6 +103,17 @@ def test_each_bad_line_counted_by_reason_and_the_next_good_line_counts(step: int
     assert {k[4] for k in errs} == {"DbError"}
 
 
+@pytest.mark.parametrize("step", [None, 1, 60, 61])
+def test_invalid_utf8_in_a_field_the_config_does_not_read(step: int | None) -> None:
+    """The hot path reads only the needed fields, yet a line with invalid UTF-8 anywhere is a
+    failure whatever else its read holds (the hot path and the per-line path agree)."""
+    bad = b'{"level":"info","user_agent":"Mozilla \xff\xfe","msg":"x"}'
+    data = GOOD + b"\n" + bad + b"\n" + GOOD + b"\n"
+    pipe = make(format="json")
+    feed(pipe, data, step=step)
+    assert counts(pipe) == ({"error": 2}, {"invalid_utf8": 1})
+
+
 def test_nested_json_under_the_limit_is_a_record() -> None:
     deep = b'{"level":"warn","ctx":' + b'{"a":' * 200 + b"1" + b"}" * 200 + b"}"
     pipe = make()

@@ -259,3 +259,16 @@ def test_plain_console_json(line: dict[str, Any], level: str, message: str | Non
     assert out["level"] == level
     if message is not None:
         assert out["normalized_message"] == message
+
+
+def test_explain_cli_reads_stdin_line_by_line() -> None:
+    data = (SAMPLES / "zap.log").read_bytes()
+    out = subprocess.run([EXE, "explain", "--json"], input=data, capture_output=True,
+                         timeout=60, check=True).stdout.decode().splitlines()
+    got = [json.loads(x) for x in out]
+    assert len(got) == len(data.splitlines()) == 8
+    assert {g["preset"] for g in got} == {"zap"}
+    assert [g["level"] for g in got] == ["debug", "info", "warning", "error", "error", "fatal",
+                                         "fatal", "fatal"]
+    assert got[4]["error_type"] == "PaymentDeclinedError"
+    assert got[4]["component"] == "checkout"

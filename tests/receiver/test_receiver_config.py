@@ -237,3 +237,13 @@ def test_env_expansion_defaults_and_literal_dollar(tmp_path, monkeypatch):
     cfg = config_mod.load(p)
     assert (cfg.listen_host, cfg.listen_port) == ("127.0.0.1", 19097)
     assert cfg.channels["a"].url == "json://127.0.0.1/x?p=$1"
+
+
+def test_sqlite_store_urls():
+    from receiver.store.base import sqlite_path
+
+    assert sqlite_path("sqlite:///var/lib/tailpage/receiver.db") == "/var/lib/tailpage/receiver.db"
+    assert sqlite_path("sqlite:////tmp/x/r.db") == "/tmp/x/r.db"
+    assert sqlite_path("sqlite:///./var/receiver.db") == "./var/receiver.db"
+    assert sqlite_path("sqlite:///../data/r.db") == "../data/r.db"
+    assert config_mod.from_dict({}).store == "sqlite:///./var/receiver.db"
