@@ -135,6 +135,69 @@ class Decision:
 
 CACHE_MAX = 16384  # per-value match caches; cleared when full (no LRU bookkeeping per hit)
 
+# Messages often differ only in numbers ("order 981", "after 5000ms"). A rule regex that never
+# tests for a digit finds a match in a message exactly when it finds one in the message with
+# every run of ASCII digits turned into one "0": its matches consume no digit, so they start and
+# end beside the same characters, and digit runs only ever meet it as a neighbour (\b, a
+# lookaround), where "0" is a digit and word character just like any other digit. Such regexes
+# are evaluated once per collapsed message.
+_DIGIT_RUN = re.compile(r"[0-9]+")
+_SAFE_CATEGORIES = {"CATEGORY_SPACE", "CATEGORY_NOT_DIGIT", "CATEGORY_NOT_WORD",
+                    "CATEGORY_LINEBREAK"}
+_SAFE_AT = {"AT_BEGINNING", "AT_BEGINNING_STRING", "AT_END", "AT_END_STRING", "AT_BOUNDARY"}
+
+
+def digit_blind(pattern: str) -> bool:
+    """The regex (case-insensitive, as rules compile) consumes at least one character and tests
+    for no ASCII digit, judged from its parse tree; anything unrecognised counts as not blind."""
+    try:
+        from re import _parser  # the stdlib's own parser: what re.compile builds on
+
+        tree = _parser.parse(pattern, re.IGNORECASE)
+        return tree.getwidth()[0] >= 1 and _blind(tree)
+    except Exception:  # a private module may change: then no shortcut
+        return False
+
+
+def _blind(items: Any) -> bool:
+    for op, av in items:
+        name = str(op)
+        if name == "LITERAL":
+            if 0x30 <= av <= 0x39:
+                return False
+        elif name == "IN":
+            for iop, iav in av:
+                iname = str(iop)
+                if iname == "LITERAL" and 0x30 <= iav <= 0x39:
+                    return False
+                if iname == "RANGE" and iav[0] <= 0x39 and iav[1] >= 0x30:
+                    return False
+                if iname == "CATEGORY" and str(iav) not in _SAFE_CATEGORIES:
+                    return False
+                if iname not in ("LITERAL", "RANGE", "CATEGORY"):  # NEGATE and the unknown
+                    return False
+        elif name == "AT":
+            if str(av) not in _SAFE_AT:
+                return False
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            if not _blind(av[2]):
+                return False
+        elif name == "SUBPATTERN":
+            if not _blind(av[3]):
+                return False
+        elif name in ("ASSERT", "ASSERT_NOT"):
+            if not _blind(av[1]):
+                return False
+        elif name == "ATOMIC_GROUP":
+            if not _blind(av):
+                return False
+        elif name == "BRANCH":
+            if not all(_blind(alt) for alt in av[1]):
+                return False
+        else:  # ANY, NOT_LITERAL, back references, conditionals, the unknown
+            return False
+    return True
+
 
 class Rules:
     """First match decides severity; category comes from the first matching rule that sets one
@@ -169,6 +232,12 @@ class Rules:
                    for i, (_, m, _, _) in enumerate(self.rules)]
             free = sum(bit for bit, rx in rxs if rx is None)
             self._kinds.append((free, [(bit, rx) for bit, rx in rxs if rx is not None]))
+        # message regexes blind to digits are searched once per digit-collapsed message
+        free, searched = self._kinds[0]
+        self._blind = [(bit, rx) for bit, rx in searched if digit_blind(rx.pattern)]
+        self._kinds[0] = (free, [(bit, rx) for bit, rx in searched
+                                 if (bit, rx) not in self._blind])
+        self._blind_cache: dict[str, int] = {}
         self._decisions: dict[tuple[int, bool], Decision] = {}
 
     def _mask(self, kind: int, value: str) -> int:
@@ -179,9 +248,24 @@ class Rules:
             for bit, rx in searched:
                 if rx.search(value):
                     m |= bit
+            if kind == 0 and self._blind:
+                m |= self._blind_mask(_DIGIT_RUN.sub("0", value))
             if len(cache) >= CACHE_MAX:
                 cache.clear()
             cache[value] = m
+        return m
+
+    def _blind_mask(self, collapsed: str) -> int:
+        cache = self._blind_cache
+        m = cache.get(collapsed)
+        if m is None:
+            m = 0
+            for bit, rx in self._blind:
+                if rx.search(collapsed):
+                    m |= bit
+            if len(cache) >= CACHE_MAX:
+                cache.clear()
+            cache[collapsed] = m
         return m
 
     def decide(self, f: Facts) -> Decision:

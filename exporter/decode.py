@@ -165,10 +165,15 @@ def dict_getter(path: str) -> Getter:
     return get
 
 
-class JsonShape:
-    """A Struct type holding only `paths`, its decoder, and getters that work on its instances."""
+# any JSON value but null
+_VALUE = bool | int | float | str | list[Any] | dict[str, Any]
 
-    def __init__(self, paths: Iterable[str]) -> None:
+
+class JsonShape:
+    """A Struct type holding only `paths`, its decoder, and getters that work on its instances.
+    A `required` key must be present and not null, else decoding fails (ValidationError)."""
+
+    def __init__(self, paths: Iterable[str], required: str | None = None) -> None:
         keys: dict[str, str] = {}  # JSON key -> attribute
         self.paths = list(dict.fromkeys(paths))
         for p in self.paths:
@@ -176,8 +181,10 @@ class JsonShape:
                 keys.setdefault(key, f"f{len(keys)}")
         self.attr = keys
         self.type = msgspec.defstruct(
-            "Record", [(a, Any, None) for a in keys.values()],
-            rename={a: k for k, a in keys.items()}, gc=False, omit_defaults=False)
+            "Record", [(a, _VALUE) if k == required else (a, Any, None)
+                       for k, a in keys.items()],
+            rename={a: k for k, a in keys.items()}, gc=False, omit_defaults=False,
+            kw_only=True)
         self.decoder = msgspec.json.Decoder(self.type)
 
     def getter(self, path: str) -> Getter:

@@ -162,7 +162,7 @@ def channel_kind(url: str) -> str:
 
 def redact_dsn(dsn: str) -> str:
     """postgresql://user:secret@host/db -> postgresql://user:***@host/db (for logs)."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)  # user may be empty (libpq default)
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -429,12 +429,11 @@ def _build(d: dict[str, Any], file: str, base: Path) -> Config:
 def _with_password(dsn: str, password: str) -> str:
     from urllib.parse import quote
 
+    # the netloc as written: libpq's multi-host lists (h1:5432,h2:5432) and [IPv6] stay intact
     parts = urlsplit(dsn)
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}").geturl()
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:{quote(password, safe='')}@{hosts}").geturl()
 
 
 def no_config_defaults() -> Config:

@@ -14,13 +14,14 @@ import random
 import re
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import apprise
 from apprise.decorators import notify as apprise_notify
 
-from .config import Channel, Config
+from .config import Channel, Config, DeliverySettings
 from .metrics import Metrics
 from .render import Notification, render
 from .store import Delivery, Store, StoreError
@@ -101,6 +102,20 @@ async def send(ch: Channel, n: Notification, timeout_s: float) -> str | None:
     return redact(redact(reason, with_params(ch.url, n.url_params)), ch.url)[:500]
 
 
+def retry_delay(attempt: int, s: DeliverySettings, jitter: float | None = None) -> float:
+    """Exponential backoff after the `attempt`-th failure (1-based), capped at backoff_max, times
+    a random factor in [0.5, 1]: retries of many rows to one recovering service spread out."""
+    factor = random.uniform(0.5, 1.0) if jitter is None else jitter
+    return min(s.backoff_max_s, s.backoff_initial_s * 2 ** min(attempt - 1, 60)) * factor
+
+
+def task_stopping() -> bool:
+    """This task was asked to stop. A library can swallow the CancelledError (a cancel racing a
+    result on Python 3.11); the loop then ends here instead of running on forever."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class Deliverer:
     def __init__(
         self,
@@ -116,7 +131,7 @@ class Deliverer:
 
     async def run(self, name: str) -> None:
         """One worker: tick until cancelled; sleep until woken or the poll interval passes."""
-        while True:
+        while not task_stopping():
             try:
                 busy = await self.tick(name)
             except StoreError as e:
@@ -171,7 +186,9 @@ class Deliverer:
         try:
             error = await send(ch, render(d, ch, self.cfg.external_url), self.settings.timeout_s)
         except Exception as e:  # a bug in rendering or a plugin must not kill the worker
-            log.exception("delivery %s to %s crashed", d.id, d.channel)
+            # the traceback helps find the bug; exception texts may quote the URL: redacted
+            trace = "".join(traceback.format_exception(e))
+            log.error("delivery %s to %s crashed:\n%s", d.id, d.channel, redact(trace, ch.url))
             error = f"internal error: {type(e).__name__}"
         now = self.clock()
         if error is None:
@@ -182,11 +199,8 @@ class Deliverer:
             return
         self.metrics.notifications.labels(d.channel, "failure").inc()
         attempt = d.attempts + 1
-        s = self.settings
-        delay = min(s.backoff_max_s, s.backoff_initial_s * 2 ** (attempt - 1)) * random.uniform(
-            0.5, 1.0
-        )
-        if now + delay - d.created_at > s.max_age_s:
+        delay = retry_delay(attempt, self.settings)
+        if now + delay - d.created_at > self.settings.max_age_s:
             await self._dead(d, error)
         else:
             await self.store.mark_failed(d.id, error, now + delay)

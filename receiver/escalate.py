@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from .deliver import task_stopping
 from .metrics import Metrics
 from .store import Store, StoreError
 
@@ -36,7 +37,7 @@ async def run(
     poll_s: float,
     clock: Callable[[], float] = time.time,
 ) -> None:
-    while True:
+    while not task_stopping():
         try:
             if await tick(store, metrics, wake, clock()):
                 continue

@@ -18,8 +18,10 @@ NTP-synced: leases and timers compare them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -92,6 +94,15 @@ _RETRY_TX = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
 _NO_RETRY = (pgerrors.QueryCanceled, pgerrors.LockNotAvailable)
 
 
+def _stay_cancelled(cause: BaseException | None = None) -> None:
+    """Raise CancelledError when this task was asked to stop. On Python 3.11 a cancel can get
+    lost on its way through psycopg_pool (its asyncio.wait_for returns the connection handed
+    over at the same moment instead of raising), and a receiver worker would then never stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from cause
+
+
 class PostgreSQLStore:
     def __init__(self, url: str, timeout_s: float = 5.0, pool_max: int = 10):
         self.url = url  # holds the password: never log it, never put it in an error
@@ -100,8 +111,10 @@ class PostgreSQLStore:
         self._password = conninfo_to_dict(url).get("password") or ""
         self._pool: AsyncConnectionPool[Conn] | None = None
         # lease_owner names the replica too (worker names repeat across replicas), so
-        # `SELECT lease_owner, count(*) FROM outbox WHERE state='sending'` shows who holds what.
-        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        # `SELECT lease_owner, count(*) FROM outbox WHERE state='sending'` shows who holds what;
+        # the random part keeps it unique where host and pid repeat (pid 1 in containers on a
+        # hostNetwork node) and makes a restarted process a new owner.
+        self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -150,8 +163,10 @@ class PostgreSQLStore:
     async def _migrate(self, connect: dict[str, Any]) -> None:
         async with await psycopg.AsyncConnection.connect(self.url, **connect) as conn:
             await self._configure(conn)
-            # Wait as long as another replica needs for its migrations, not just lock_timeout.
+            # Wait as long as another replica needs for its migrations, not just lock_timeout
+            # (statement_timeout too would cut the wait for the advisory lock).
             await conn.execute("SET lock_timeout = 0")
+            await conn.execute("SET statement_timeout = 0")
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
                 await conn.execute(
@@ -186,20 +201,18 @@ class PostgreSQLStore:
         failures are retried; a connection lost before or during the transaction is retried
         once on a fresh one (every operation here is safe to run again: a commit that did land
         makes the retried intake see duplicates, a claim is re-claimed after its lease)."""
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise StoreError("store is closed")
         attempt = 0
         while True:
             attempt += 1
+            _stay_cancelled()
             try:
-                async with self._pool.connection() as conn, conn.transaction():
+                async with pool.connection() as conn, conn.transaction():
                     return await fn(conn)
             except (PoolTimeout, psycopg.Error) as e:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # the error came out of an interrupted query or rollback: stay cancelled,
-                    # or a worker that carries on after a StoreError would never stop
-                    raise asyncio.CancelledError from e
+                _stay_cancelled(e)  # the error came out of an interrupted query or rollback
                 if isinstance(e, PoolTimeout):  # all connections busy or server unreachable
                     raise self._error("PostgreSQL store: no connection", e) from e
                 if isinstance(e, _RETRY_TX) and attempt < 5:
@@ -211,6 +224,10 @@ class PostgreSQLStore:
                     and attempt < 2
                 ):
                     log.warning("%s; retrying once", self._error("PostgreSQL store", e))
+                    # after a server restart or failover every idle connection is dead too:
+                    # drop them now, or the retry just draws the next dead one
+                    with contextlib.suppress(psycopg.Error, PoolTimeout):
+                        await pool.check()
                     continue
                 raise self._error("PostgreSQL store", e) from e
 
@@ -263,31 +280,38 @@ class PostgreSQLStore:
 
         return await self._tx(op)
 
+    # A replica frozen past its lease reports late, after another replica re-claimed the row:
+    # "sent" is still news worth keeping (the notification did go out, unfinished rows only),
+    # but its failure, dead letter or hold must not undo what the new owner does with the row.
     async def mark_sent(self, delivery_id: int, now: float) -> None:
         await self._exec(
             "UPDATE outbox SET state='sent', attempts=attempts+1, finished_at=%s, "
-            "lease_owner=NULL, lease_until=NULL, last_error=NULL WHERE id=%s",
+            "lease_owner=NULL, lease_until=NULL, last_error=NULL "
+            "WHERE id=%s AND state IN ('pending','sending')",
             (now, delivery_id),
         )
 
     async def mark_failed(self, delivery_id: int, error: str, next_attempt_at: float) -> None:
         await self._exec(
             "UPDATE outbox SET state='pending', attempts=attempts+1, last_error=%s, "
-            "next_attempt_at=%s, lease_owner=NULL, lease_until=NULL WHERE id=%s",
-            (error, next_attempt_at, delivery_id),
+            "next_attempt_at=%s, lease_owner=NULL, lease_until=NULL "
+            "WHERE id=%s AND state='sending' AND starts_with(lease_owner, %s)",
+            (error, next_attempt_at, delivery_id, f"{self.replica}/"),
         )
 
     async def mark_dead(self, delivery_id: int, error: str, now: float) -> None:
         await self._exec(
             "UPDATE outbox SET state='dead', attempts=attempts+1, last_error=%s, "
-            "finished_at=%s, lease_owner=NULL, lease_until=NULL WHERE id=%s",
-            (error, now, delivery_id),
+            "finished_at=%s, lease_owner=NULL, lease_until=NULL "
+            "WHERE id=%s AND state='sending' AND starts_with(lease_owner, %s)",
+            (error, now, delivery_id, f"{self.replica}/"),
         )
 
     async def hold(self, delivery_id: int, now: float) -> None:
         await self._exec(
-            "UPDATE outbox SET state='held', lease_owner=NULL, lease_until=NULL WHERE id=%s",
-            (delivery_id,),
+            "UPDATE outbox SET state='held', lease_owner=NULL, lease_until=NULL "
+            "WHERE id=%s AND state='sending' AND starts_with(lease_owner, %s)",
+            (delivery_id, f"{self.replica}/"),
         )
 
     async def take_token(self, channel: str, now: float, rate_per_s: float, burst: int) -> bool:

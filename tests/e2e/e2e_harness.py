@@ -645,7 +645,7 @@ class DrillReport:
                 "seconds": round(self.seconds, 1), "notes": self.notes}
 
     def line(self) -> str:
-        return (f"{self.drill:<28} {self.unit:<22} written={self.written:<6} "
+        return (f"{self.drill:<40} {self.unit:<32} written={self.written:<6} "
                 f"delivered={self.delivered:<6} duplicated={self.duplicated:<4} "
                 f"lost={self.lost:<4} "
                 f"({self.seconds:.1f}s)")

@@ -16,15 +16,29 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psycopg
 
-PG_BIN = Path(os.environ.get("TAILPAGE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """TAILPAGE_PG_BIN, else Debian's 15 (what CI installs), else the newest installed."""
+    if os.environ.get("TAILPAGE_PG_BIN"):
+        return Path(os.environ["TAILPAGE_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    preferred = Path("/usr/lib/postgresql/15/bin")
+    if (preferred / "initdb").exists() or not found:
+        return preferred
+    return found[-1].parent
+
+
+PG_BIN = _pg_bin()
 USER = "tailpage"
 
 
@@ -102,27 +116,33 @@ class PgServer:
             raise RuntimeError(f"initdb failed: {r.stderr[-2000:]}")
         for _ in range(5):  # the free port can be taken between probe and bind: try another
             self.port = _free_port()
-            opts = (
-                f"-c port={self.port} -c listen_addresses=127.0.0.1 "
-                f"-c unix_socket_directories={self.data} -c fsync=off "
-                "-c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB"
-            )
-            r = self._run(
-                "pg_ctl",
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.root / "server.log"),
-                "-w",
-                "-t",
-                "30",
-                "-o",
-                opts,
-                "start",
-            )
+            r = self._pg_ctl_start()
             if r.returncode == 0:
                 return
         raise RuntimeError(f"pg_ctl start failed: {r.stderr[-1000:]}\n{self.log()[-2000:]}")
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
+        opts = (
+            f"-c port={self.port} -c listen_addresses=127.0.0.1 "
+            f"-c unix_socket_directories={self.data} -c fsync=off "
+            "-c full_page_writes=off -c max_connections=300 -c shared_buffers=32MB"
+        )
+        log = str(self.root / "server.log")
+        return self._run(
+            "pg_ctl", "-D", str(self.data), "-l", log, "-w", "-t", "30", "-o", opts, "start"
+        )
+
+    def pause(self) -> None:
+        """Stop the server as a crash or failover would: every client connection is cut."""
+        r = self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        if r.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed: {r.stderr[-1000:]}")
+
+    def resume(self) -> None:
+        """Start it again on the same port (after crash recovery)."""
+        r = self._pg_ctl_start()
+        if r.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {r.stderr[-1000:]}\n{self.log()[-2000:]}")
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
@@ -164,7 +184,7 @@ class PgServer:
 
     def sql(self, db: str, query: str, params: tuple = ()) -> list[tuple]:
         with psycopg.connect(self.dsn(db), autocommit=True) as conn:
-            cur = conn.execute(query, params)  # type: ignore[arg-type]
+            cur = conn.execute(query, params or None)  # type: ignore[arg-type]
             return cur.fetchall() if cur.description else []
 
 
@@ -187,7 +207,11 @@ def acquire() -> PgServer:
     global _shared, _users
     if _shared is None:
         _shared = start_server()
-        atexit.register(_shared.stop)  # a session that dies past its fixtures' teardown
+        # pg_ctl daemonizes the server: stop it even when the session is cut short, and turn a
+        # SIGTERM (`timeout pytest ...`) into an exit that runs teardown instead of an orphan
+        atexit.register(_shared.stop)
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     _users += 1
     return _shared
 

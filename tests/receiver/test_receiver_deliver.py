@@ -196,3 +196,21 @@ def test_real_pagerduty_plugin_gets_fingerprint_as_dedup_key_and_resolve_action(
     assert n.title == "[HIGH] CriticalError — payments"
     p, _ = plugin("pagerduty://integration@apikey?severity=info", "resolved", "critical")
     assert (p.dedup, p.action, p.severity) == ("4f1c2d3e4f5a6b7c", "resolve", "info")
+
+
+def test_retry_delay_doubles_with_jitter_up_to_the_cap():
+    from receiver.config import DeliverySettings
+    from receiver.deliver import retry_delay
+
+    s = DeliverySettings(backoff_initial_s=2.0, backoff_max_s=300.0)
+    assert [retry_delay(n, s, jitter=1.0) for n in (1, 2, 3, 4, 8, 9, 500)] == [
+        2.0,
+        4.0,
+        8.0,
+        16.0,
+        256.0,
+        300.0,
+        300.0,
+    ]
+    delays = {retry_delay(3, s) for _ in range(200)}
+    assert len(delays) > 100 and min(delays) >= 4.0 and max(delays) <= 8.0  # jittered

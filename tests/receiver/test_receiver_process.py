@@ -10,7 +10,17 @@ import aiohttp
 import pytest
 import yaml
 from alertmanager import BINARY, alertmanager, post_alerts, sample_alerts
-from rcv_helpers import AUTH, TOKEN, base_config, free_port, one_alert, ready, start, wait_for
+from rcv_helpers import (
+    AUTH,
+    TOKEN,
+    base_config,
+    free_port,
+    one_alert,
+    ready,
+    start,
+    stop,
+    wait_for,
+)
 
 
 @pytest.mark.slow
@@ -67,9 +77,7 @@ async def test_kill_9_mid_burst_then_restart_delivers_every_accepted_alert(sink,
 
         await wait_for(lambda: accepted <= delivered(), timeout=30, what="every accepted alert")
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
+        stop(proc)
     assert accepted <= delivered()
 
 
@@ -90,11 +98,12 @@ async def test_real_alertmanager_to_receiver_to_channels(sink, tmp_path):
 
             await asyncio.to_thread(post_alerts, am, sample_alerts(ends_at=datetime.now(UTC)))
             await wait_for(
-                lambda: len(sink.to("pagerduty")) == 4, timeout=20, what="resolved pages"
+                lambda: all(len(sink.to(c)) == 4 for c in ("pagerduty", "sms", "slack")),
+                timeout=20,
+                what="resolved notices on every channel",
             )
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
     out = (tmp_path / "run.log").read_text()
     pd = sink.to("pagerduty")
     assert [p["event_action"] for p in pd] == ["trigger", "trigger", "resolve", "resolve"]
