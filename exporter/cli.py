@@ -14,34 +14,37 @@ from typing import Any
 from exporter import config as config_mod
 from exporter.expose import render
 
-FORMATS = ("auto", "json", "logfmt", "regex", "cri", "docker")
 CHUNK = 1 << 20  # oneshot reads 1 MiB at a time: few syscalls, bounded memory
 
 
 def _parser() -> argparse.ArgumentParser:
+    # choices and defaults shown in --help come from the schema, the one place they are declared
+    keys = config_mod.schema()["properties"]
+    formats = config_mod.schema()["$defs"]["format"]["enum"]
     p = argparse.ArgumentParser(prog="tailpage-exporter",
                                 description="Structured application logs to Prometheus metrics.")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="follow log files and serve /metrics (the sidecar)")
     run.add_argument("--config", metavar="FILE", help="YAML config (default: embedded defaults)")
-    run.add_argument("--listen", metavar="HOST:PORT", help="overrides `listen` (default "
-                     "0.0.0.0:9852)")
+    run.add_argument("--listen", metavar="HOST:PORT",
+                     help=f"overrides `listen` (default {keys['listen']['default']})")
     run.add_argument("--path", metavar="GLOB", action="append",
                      help="file glob to follow, repeatable; replaces `inputs` "
-                          "(default /var/log/app/*.log)")
-    run.add_argument("--checkpoint", metavar="FILE", help="overrides `checkpoint.path`")
+                          f"(default {keys['inputs']['default'][0]['path']})")
+    run.add_argument("--checkpoint", metavar="FILE", help="overrides `checkpoint.path` (default "
+                     f"{keys['checkpoint']['properties']['path']['default']})")
 
     one = sub.add_parser("oneshot", help="read files once, print the metrics, exit")
     one.add_argument("--config", metavar="FILE")
-    one.add_argument("--format", choices=FORMATS, help="overrides `format`")
+    one.add_argument("--format", choices=formats, help="overrides `format`")
     one.add_argument("--openmetrics", action="store_true",
                      help="print OpenMetrics (with exemplars) instead of Prometheus text")
     one.add_argument("files", nargs="+", metavar="FILE")
 
     exp = sub.add_parser("explain", help="show what the exporter makes of one line (or stdin)")
     exp.add_argument("--config", metavar="FILE")
-    exp.add_argument("--format", choices=FORMATS, help="overrides `format`")
+    exp.add_argument("--format", choices=formats, help="overrides `format`")
     exp.add_argument("--json", action="store_true", help="one JSON object per line")
     exp.add_argument("line", nargs="?", help="the log line; each line of stdin when omitted")
 

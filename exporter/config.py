@@ -9,16 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import jsonschema
-
-DEFAULT_INPUT = "/var/log/app/*.log"
-
 
 class ConfigError(Exception):
     """A config problem: which file, where in it, and what was expected."""
@@ -32,8 +29,6 @@ class ConfigError(Exception):
 class Config:
     data: dict[str, Any]
     file: str = "<defaults>"
-    # derived views used by the line path
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -135,7 +130,8 @@ def _expected(err: jsonschema.ValidationError) -> str:
 
 
 def validate(data: Any, file: str) -> dict[str, Any]:
-    """Expand env, validate against the schema, fill defaults, check regexes and durations."""
+    """Expand env, validate against the schema, fill defaults, then the checks JSON Schema cannot
+    express (regexes compile, the listen port is in range)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -159,7 +155,20 @@ def validate(data: Any, file: str) -> dict[str, Any]:
         raise ConfigError(file, _key_path(err), _expected(err))
     _fill(data, schema())
     _check_regexes(data, file)
+    _check_listen(data["listen"], file)
     return data
+
+
+def parse_listen(listen: str) -> tuple[str | None, int]:
+    """"HOST:PORT", "[::1]:PORT" or ":PORT" (all interfaces); the schema's pattern holds."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or None, int(port)
+
+
+def _check_listen(listen: str, file: str) -> None:
+    port = parse_listen(listen)[1]
+    if not 0 <= port <= 65535:
+        raise ConfigError(file, "listen", f"HOST:PORT with a port from 0 to 65535, got {port}")
 
 
 def _check_regexes(data: dict[str, Any], file: str) -> None:

@@ -15,8 +15,9 @@ ERROR_LEVELS = frozenset(("error", "fatal"))
 
 _NAMES = {
     "trace": "trace", "trc": "trace", "verbose": "trace", "vrb": "trace", "finest": "trace",
-    "finer": "trace", "all": "trace",
+    "finer": "trace", "all": "trace", "t": "trace",
     "debug": "debug", "dbg": "debug", "dbug": "debug", "fine": "debug", "config": "debug",
+    "d": "debug",
     "info": "info", "inf": "info", "information": "info", "informational": "info",
     "notice": "info", "ntc": "info", "i": "info", "log": "info",
     "default": "unknown",  # Google Cloud Logging: "no assigned severity"
@@ -26,9 +27,13 @@ _NAMES = {
     "fatal": "fatal", "ftl": "fatal", "critical": "fatal", "crit": "fatal", "crt": "fatal",
     "alert": "fatal", "emerg": "fatal", "emergency": "fatal", "panic": "fatal", "dpanic": "fatal",
     "f": "fatal", "c": "fatal",
-    "d": "debug", "t": "trace",
     "silly": "trace", "http": "info",  # winston's npm levels
 }
+
+_SYSLOG = ("fatal", "fatal", "fatal", "error", "warning", "info", "info", "debug")  # severities 0-7
+# tried on what is left after stripping brackets, e.g. "warning!" or "error:db"
+_PREFIXES = (("warn", "warning"), ("err", "error"), ("fatal", "fatal"), ("crit", "fatal"),
+             ("emerg", "fatal"), ("info", "info"), ("debug", "debug"), ("trace", "trace"))
 
 
 def from_number(n: float) -> str:
@@ -50,9 +55,6 @@ def from_number(n: float) -> str:
     if 0 <= n < 8:
         return _SYSLOG[int(n)]
     return "unknown"
-
-
-_SYSLOG = ("fatal", "fatal", "fatal", "error", "warning", "info", "info", "debug")
 
 
 # slog: DEBUG=-4 INFO=0 WARN=4 ERROR=8, custom levels print as the nearest name below plus an
@@ -98,7 +100,3 @@ def normalize(raw: object) -> str:
     if isinstance(raw, int | float):
         return from_number(raw)
     return "unknown"
-
-
-_PREFIXES = (("warn", "warning"), ("err", "error"), ("fatal", "fatal"), ("crit", "fatal"),
-             ("emerg", "fatal"), ("info", "info"), ("debug", "debug"), ("trace", "trace"))

@@ -43,34 +43,20 @@ class Live:
 def load(args: argparse.Namespace) -> tuple[config_mod.Config, Live]:
     """Config file (or the embedded default) with the command line applied; ConfigError if bad."""
     cfg = config_mod.load(args.config, listen=args.listen, paths=args.path or None,
-                          checkpoint=getattr(args, "checkpoint", None))
+                          checkpoint=args.checkpoint)
     # Relative globs (`--path 'logs/*.log'`) mean relative to where we were started; made absolute
     # once so the tailer's file paths, the pipeline's per-input `format` match and the `path`
     # labels all agree (and a later SIGHUP reload means the same files).
     for inp in cfg.data["inputs"]:
         inp["path"] = os.path.abspath(inp["path"])
     cfg.data["checkpoint"]["path"] = os.path.abspath(cfg.data["checkpoint"]["path"])
-    return cfg, live_part(cfg)
-
-
-def live_part(cfg: config_mod.Config) -> Live:
-    host, port = parse_listen(cfg["listen"])
-    if not 0 <= port <= 65535:
-        raise config_mod.ConfigError(cfg.file, "listen",
-                                     f"HOST:PORT with a port from 0 to 65535, got {port}")
+    host, port = config_mod.parse_listen(cfg["listen"])
     inputs = [Input(path=i["path"], start_at=i["start_at"]) for i in cfg["inputs"]]
     settings = Settings(poll_interval=cfg.seconds("tail", "poll_interval"),
                         partial_flush_timeout=cfg.seconds("tail", "partial_flush_timeout"),
                         rescan_interval=cfg.seconds("tail", "rescan_interval"),
                         checkpoint_interval=cfg.seconds("checkpoint", "interval"))
-    return Live(host, port, inputs, settings, cfg["checkpoint"]["path"])
-
-
-def parse_listen(listen: str) -> tuple[str | None, int]:
-    """"HOST:PORT", "[::1]:PORT" or ":PORT" (all interfaces)."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    return host or None, int(port)
+    return cfg, Live(host, port, inputs, settings, cfg["checkpoint"]["path"])
 
 
 def main(args: argparse.Namespace) -> int:
@@ -102,8 +88,8 @@ async def serve(args: argparse.Namespace, cfg: config_mod.Config, live: Live) ->
         log.error("cannot listen on %s:%s: %s", live.host or "*", live.port, e)
         await runner.cleanup()
         return 1
-    for sock in site._server.sockets if site._server else ():  # the real port when 0 was asked
-        log.info("listening on http://%s:%d/metrics", *sock.getsockname()[:2])
+    for host, port, *_ in runner.addresses:  # the real port when 0 was asked
+        log.info("listening on http://%s:%d/metrics", host, port)
 
     tailer.start()  # load the checkpoint, first scan
     state.config_loaded = True
@@ -125,11 +111,7 @@ async def serve(args: argparse.Namespace, cfg: config_mod.Config, live: Live) ->
             return
         if (new_live.host, new_live.port) != (live.host, live.port):
             log.warning("SIGHUP: listen address changes need a restart; still on the old one")
-        reload = getattr(pipeline, "reload", None)
-        if reload is not None:
-            reload(new_cfg)  # swaps classification; keeps the aggregated series and Sources
-        else:
-            log.warning("SIGHUP: this pipeline cannot swap rules; restart to apply them")
+        pipeline.reload(new_cfg)  # swaps classification; keeps the aggregated series and Sources
         tailer.reconfigure(new_live.inputs, new_live.settings)
         tailer.store = CheckpointStore(new_live.checkpoint_path)
         log.info("SIGHUP: config reloaded; following %s", [i.path for i in new_live.inputs])

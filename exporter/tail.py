@@ -9,8 +9,10 @@ Each followed file is held open by descriptor and identified by (dev, inode), ne
 - deleted: the name is gone; the rest is read, then the file is released and its series dropped.
 
 Reads use os.pread at an explicit offset; the tailer owns the offsets, the pipeline's Source only
-sees bytes. Checkpoints store `offset - source.pending` so a half-fed line is read again, whole,
-after a restart.
+sees bytes. A checkpoint entry's offset is `offset - source.pending`, so a half-fed line is read
+again, whole, after a restart. Once /metrics has been scraped, checkpoints hold the entries as of
+the last scrape instead of the read position: counts made after it live only in this process's
+memory, so the next process must read those lines again for Prometheus ever to see them.
 
 inotify (through watchfiles) only wakes the loop early; a poll every `poll_interval` is the safety
 net and the whole mechanism where inotify is unavailable.
@@ -24,9 +26,10 @@ import fnmatch
 import glob
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from exporter.checkpoint import (
@@ -46,6 +49,8 @@ TAIL_SCAN = 64 * 1024  # how far back from the end to look for a newline when st
 
 
 class Source(Protocol):
+    """The pipeline's per-file line splitter: bytes in; `pending` is the unterminated tail held."""
+
     def feed(self, data: bytes) -> None: ...
     @property
     def pending(self) -> int: ...
@@ -93,7 +98,7 @@ class Followed:
     detached_at: float | None = None  # when the name stopped leading to this file
     rotation_counted: bool = False
     fp: tuple[int, str] = (0, "")  # (length, sha256) of the first bytes, refreshed while short
-    flushed: bool = field(default=True)  # no partial flush due until new bytes arrive
+    flushed: bool = True  # no partial flush due until new bytes arrive
 
 
 def has_magic(part: str) -> bool:
@@ -138,8 +143,7 @@ class Tailer:
         self._rescan = True
         self._wake = asyncio.Event()
         self._stop = False
-        # offsets as of the last /metrics render: counts read after it live only in memory,
-        # so a restart must read them again or Prometheus never sees them (kill -9, SIGTERM)
+        # entries as of the last /metrics render (see the module docstring); None until scraped
         self._scraped: list[Entry] | None = None
 
     # ---- configuration ------------------------------------------------------------------------
@@ -180,16 +184,15 @@ class Tailer:
     def scan(self, initial: bool = False) -> None:
         self._rescan = False
         added, self._added = self._added, []
-        matched: dict[str, os.stat_result] = {}
+        by_id: dict[tuple[int, int], str] = {}
         for inp in self.inputs:
             for p in glob.glob(os.path.abspath(inp.path), recursive=True):
                 try:
                     st = os.stat(p)
                 except OSError:
                     continue  # vanished between glob and stat
-                if os.path.isfile(p):
-                    matched[p] = st
-        by_id = {(st.st_dev, st.st_ino): p for p, st in matched.items()}
+                if stat.S_ISREG(st.st_mode):
+                    by_id[(st.st_dev, st.st_ino)] = p
         now = self.clock()
         for key, f in self.files.items():
             p = by_id.get(key)
@@ -210,10 +213,9 @@ class Tailer:
                     start = self._start_for(p, self.inputs)
                 elif added:
                     start = self._start_for(p, added)
-                self._open(p, matched[p], initial, start)
+                self._open(p, initial, start)
 
-    def _open(self, path: str, st: os.stat_result, initial: bool,
-              start_at: str | None = None) -> None:
+    def _open(self, path: str, initial: bool, start_at: str | None = None) -> None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
@@ -238,17 +240,28 @@ class Tailer:
         if not resumed and start_at == "end":
             offset = line_start_before(fd, st.st_size)
         # Otherwise the file is new to us (created after start, or while we were down): read all.
+        for other in self.files.values():
+            if other.path == path and other.detached_at is not None:
+                self._count_rotation(other)  # its name now leads to this file
+        self._follow(path, fd, st, offset)
+        log.info("following %s from offset %d", path, offset)
+
+    def _follow(self, path: str, fd: int, st: os.stat_result, offset: int,
+                detached: bool = False) -> Followed:
         now = self.clock()
         f = Followed(path=path, fd=fd, dev=st.st_dev, ino=st.st_ino,
                      source=self.pipeline.open(path), offset=offset, size=st.st_size,
-                     last_growth=now, fp=fingerprint_fd(fd))
-        for other in self.files.values():
-            if other.path == path and other.detached_at is not None and not other.rotation_counted:
-                other.rotation_counted = True
-                self._stats(path).rotations += 1
+                     last_growth=now, detached_at=now if detached else None,
+                     fp=fingerprint_fd(fd))
         self.files[(f.dev, f.ino)] = f
         self._stats(path)
-        log.info("following %s from offset %d", path, offset)
+        return f
+
+    def _count_rotation(self, f: Followed) -> None:
+        """Once per file: the moment its name is seen leading to another file."""
+        if not f.rotation_counted:
+            f.rotation_counted = True
+            self._stats(f.path).rotations += 1
 
     def _recover_rotated(self, leftovers: list[Entry]) -> None:
         """Files rotated away while the exporter was down: finish them from their checkpoint.
@@ -271,13 +284,8 @@ class Tailer:
                 if (st.st_dev, st.st_ino) in self.files or not matches(e, fd, st.st_dev, st.st_ino):
                     os.close(fd)
                     continue
-                now = self.clock()
-                f = Followed(path=e.path, fd=fd, dev=st.st_dev, ino=st.st_ino,
-                             source=self.pipeline.open(e.path), offset=min(e.offset, st.st_size),
-                             size=st.st_size, last_growth=now, detached_at=now,
-                             rotation_counted=True, fp=fingerprint_fd(fd))
-                self.files[(f.dev, f.ino)] = f
-                self._stats(e.path).rotations += 1
+                f = self._follow(e.path, fd, st, min(e.offset, st.st_size), detached=True)
+                self._count_rotation(f)
                 log.info("finishing %s (rotated to %s while stopped) from offset %d",
                          e.path, p, f.offset)
                 break
@@ -312,9 +320,8 @@ class Tailer:
             return
         f.detached_at = now
         self._rescan = True  # pick up the file that replaced it without waiting for the rescan
-        if st is not None and not f.rotation_counted:
-            f.rotation_counted = True
-            self._stats(f.path).rotations += 1
+        if st is not None:
+            self._count_rotation(f)
 
     def _check_head(self, f: Followed) -> None:
         """Catch a copytruncate that was refilled past our offset between two polls."""
@@ -369,12 +376,12 @@ class Tailer:
         Returns True when some file has more to read right away.
         """
         now = self.clock()
-        if self._rescan:
+        if self._rescan:  # asked for (timer, inotify create/move/delete, reload): globs first
             self.scan()
         for f in list(self.files.values()):
             if f.detached_at is None:
                 self._check_identity(f, now)
-        if self._rescan:
+        if self._rescan:  # a name now leads elsewhere: open its new file in this same pass
             self.scan()
         more = False
         for key, f in list(self.files.items()):
@@ -421,8 +428,8 @@ class Tailer:
     async def write_checkpoint(self) -> None:
         if self.store is None:
             return
-        # snapshot on the loop; the fsyncs run in a thread. Once scraped, resume at the last
-        # scrape rather than at the read position (no scraper yet: the read position).
+        # Snapshot on the loop (the fsyncs run in a thread): the last scrape's entries once there
+        # has been one, else the read position.
         entries = self._scraped if self._scraped is not None else self.entries()
         try:
             await asyncio.to_thread(self.store.save, entries)

@@ -40,12 +40,12 @@ async def _who(request: web.Request, caller: str) -> str | web.Response:
                 {"error": 'body: expected JSON like {"by": "alice"}'}, status=400
             )
         who = body.get("by") if isinstance(body, dict) else None
-    who = (who or caller or "api").strip()
-    if not _WHO.match(who):
+    who = who or caller or "api"
+    if not isinstance(who, str) or not _WHO.match(who.strip()):
         return web.json_response(
             {"error": "by: expected 1-64 letters, digits, space . @ + - _"}, status=400
         )
-    return who
+    return who.strip()
 
 
 async def _act(request: web.Request, action: str) -> web.Response:

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import api, escalate, status
@@ -23,7 +24,9 @@ log = logging.getLogger("tailpage.receiver")
 
 
 @web.middleware
-async def _store_errors(request: web.Request, handler):
+async def _store_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Any handler that cannot reach the store answers 503 with Retry-After: Alertmanager (and
+    the status page) retry instead of treating the webhook as delivered."""
     try:
         return await handler(request)
     except StoreError as e:

@@ -10,9 +10,12 @@ import sys
 from aiohttp import web
 
 from . import config as config_mod
+from .app import build_app
 from .config import Config, ConfigError
-from .deliver import contain_library_logs
+from .deliver import contain_library_logs, send
 from .render import test_notification
+from .route import route
+from .store import StoreError
 
 EXIT_CONFIG = 2
 
@@ -22,14 +25,9 @@ def _load(path: str | None) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .app import build_app
-
     cfg = _load(args.config)
     if args.listen:
-        host, _, port = args.listen.rpartition(":")
-        if not port.isdigit():
-            raise ConfigError("--listen", "listen", "expected HOST:PORT, e.g. 127.0.0.1:9097")
-        cfg.listen_host, cfg.listen_port = host or "0.0.0.0", int(port)
+        cfg.listen_host, cfg.listen_port = config_mod.parse_listen(args.listen, "--listen")
     if not cfg.channels:
         logging.getLogger("tailpage.receiver").warning(
             "no channels configured: alerts are stored and visible in the API only"
@@ -56,8 +54,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
-    from .route import route
-
     cfg = config_mod.load(args.file)
     labels = {}
     for item in args.labels:
@@ -75,8 +71,6 @@ def cmd_routes(args: argparse.Namespace) -> int:
 
 
 def cmd_send_test(args: argparse.Namespace) -> int:
-    from .deliver import send
-
     cfg = config_mod.load(args.config)
     ch = cfg.channels.get(args.channel)
     if ch is None:
@@ -125,13 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    except Exception as e:
-        from .store import StoreError
-
-        if isinstance(e, StoreError):
-            print(f"store error: {e}", file=sys.stderr)
-            return 1
-        raise
+    except StoreError as e:
+        print(f"store error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import jsonschema
 import yaml
@@ -27,8 +27,6 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
-SEVERITIES = ("critical", "high", "medium", "low")
-
 
 class ConfigError(Exception):
     """A config problem: which file, which key, what was expected. Exit code 2."""
@@ -38,10 +36,8 @@ class ConfigError(Exception):
         super().__init__(f"{file}: {path or '(top level)'}: {expected}")
 
 
-def parse_duration(text: str | float | int) -> float:
-    """'1h30m' -> 5400.0 seconds. Numbers are taken as seconds."""
-    if isinstance(text, int | float):
-        return float(text)
+def parse_duration(text: str) -> float:
+    """'1h30m' -> 5400.0 seconds."""
     pos, total = 0, 0.0
     for m in _DURATION_PART.finditer(text):
         if m.start() != pos:
@@ -80,16 +76,17 @@ class Route:
     escalate: tuple[EscalationStep, ...]
 
 
+# No defaults on the fields that come from the file: the schema's `default`s are the only ones.
 @dataclass(frozen=True)
 class DeliverySettings:
-    workers: int = 4
-    batch: int = 32
-    timeout_s: float = 15.0
-    lease_s: float = 60.0
-    poll_interval_s: float = 1.0
-    backoff_initial_s: float = 2.0
-    backoff_max_s: float = 300.0
-    max_age_s: float = 86400.0
+    workers: int
+    batch: int
+    timeout_s: float
+    lease_s: float
+    poll_interval_s: float
+    backoff_initial_s: float
+    backoff_max_s: float
+    max_age_s: float
 
 
 @dataclass(frozen=True)
@@ -104,32 +101,34 @@ class Auth:
 
 @dataclass
 class Config:
-    source: str = "(built-in defaults)"
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 9097
-    external_url: str | None = None
-    store: str = "sqlite:///./var/receiver.db"  # may hold a password: never log as is
-    store_timeout_s: float = 5.0
-    max_body_bytes: int = 1048576
-    auth: Auth = field(default_factory=Auth)
-    channels: dict[str, Channel] = field(default_factory=dict)
-    routes: list[Route] | None = None  # None: the default severity policy
-    delivery: DeliverySettings = field(default_factory=DeliverySettings)
-    escalation_poll_s: float = 1.0
+    source: str
+    listen_host: str
+    listen_port: int
+    external_url: str | None
+    store: str = field(repr=False)  # may hold a password: log only redact_dsn(store)
+    store_timeout_s: float
+    max_body_bytes: int
+    auth: Auth
+    channels: dict[str, Channel]
+    routes: list[Route] | None  # None: the default severity policy
+    delivery: DeliverySettings
+    escalation_poll_s: float
 
 
-def channel_kind(url: str) -> str:
-    """Message style from the apprise URL scheme (config `kind` overrides)."""
-    scheme = urlsplit(url).scheme.lower()
-    if scheme in ("slack", "slacks"):
-        return "slack"
-    if scheme in ("mailto", "mailtos", "email", "emails"):
-        return "email"
-    if scheme in ("pagerduty", "pagerdutys"):
-        return "pagerduty"
-    if scheme == "console":
-        return "console"
-    if scheme in (
+_KIND_BY_SCHEME = {
+    "slack": "slack",
+    "slacks": "slack",
+    "mailto": "email",
+    "mailtos": "email",
+    "email": "email",
+    "emails": "email",
+    "pagerduty": "pagerduty",
+    "pagerdutys": "pagerduty",
+    "console": "console",
+}
+# apprise's SMS gateways: their messages are cut to 160 characters
+_SMS_SCHEMES = frozenset(
+    (
         "twilio",
         "sns",
         "vonage",
@@ -155,9 +154,14 @@ def channel_kind(url: str) -> str:
         "africas",
         "bulkvs",
         "infobip",
-    ):
-        return "sms"
-    return "chat"
+    )
+)
+
+
+def channel_kind(url: str) -> str:
+    """Message style from the apprise URL scheme (config `kind` overrides)."""
+    scheme = urlsplit(url).scheme.lower()
+    return _KIND_BY_SCHEME.get(scheme) or ("sms" if scheme in _SMS_SCHEMES else "chat")
 
 
 def redact_dsn(dsn: str) -> str:
@@ -293,14 +297,19 @@ def from_dict(data: Any, file: str = "(config)", base: Path | None = None) -> Co
     return _build(data, file, base)
 
 
-def _dur(data: dict[str, Any], key: str) -> float:
-    return parse_duration(data[key])
+def parse_listen(text: str, file: str) -> tuple[str, int]:
+    """HOST:PORT (from the config or --listen) -> (host, port); an empty host is every interface."""
+    host, _, port = text.rpartition(":")
+    if not port.isdigit():
+        hint = SCHEMA["properties"]["listen"]["x-expected"]
+        raise ConfigError(file, "listen", f"expected {hint}")
+    if not 0 < int(port) < 65536:
+        raise ConfigError(file, "listen", "expected a port between 1 and 65535")
+    return host or "0.0.0.0", int(port)
 
 
 def _build(d: dict[str, Any], file: str, base: Path) -> Config:
-    host, _, port = d["listen"].rpartition(":")
-    if not 0 < int(port) < 65536:
-        raise ConfigError(file, "listen", "expected a port between 1 and 65535")
+    host, port = parse_listen(d["listen"], file)
 
     auth = Auth()
     a = d.get("auth")
@@ -403,11 +412,11 @@ def _build(d: dict[str, Any], file: str, base: Path) -> Config:
     dl = d["delivery"]
     return Config(
         source=file,
-        listen_host=host or "0.0.0.0",
-        listen_port=int(port),
+        listen_host=host,
+        listen_port=port,
         external_url=d.get("external_url"),
         store=store,
-        store_timeout_s=_dur(d, "store_timeout"),
+        store_timeout_s=parse_duration(d["store_timeout"]),
         max_body_bytes=d["max_body_bytes"],
         auth=auth,
         channels=channels,
@@ -415,20 +424,18 @@ def _build(d: dict[str, Any], file: str, base: Path) -> Config:
         delivery=DeliverySettings(
             workers=dl["workers"],
             batch=dl["batch"],
-            timeout_s=_dur(dl, "timeout"),
-            lease_s=_dur(dl, "lease"),
-            poll_interval_s=_dur(dl, "poll_interval"),
-            backoff_initial_s=_dur(dl, "backoff_initial"),
-            backoff_max_s=_dur(dl, "backoff_max"),
-            max_age_s=_dur(dl, "max_age"),
+            timeout_s=parse_duration(dl["timeout"]),
+            lease_s=parse_duration(dl["lease"]),
+            poll_interval_s=parse_duration(dl["poll_interval"]),
+            backoff_initial_s=parse_duration(dl["backoff_initial"]),
+            backoff_max_s=parse_duration(dl["backoff_max"]),
+            max_age_s=parse_duration(dl["max_age"]),
         ),
-        escalation_poll_s=_dur(d["escalation"], "poll_interval"),
+        escalation_poll_s=parse_duration(d["escalation"]["poll_interval"]),
     )
 
 
 def _with_password(dsn: str, password: str) -> str:
-    from urllib.parse import quote
-
     # the netloc as written: libpq's multi-host lists (h1:5432,h2:5432) and [IPv6] stay intact
     parts = urlsplit(dsn)
     userinfo, _, hosts = parts.netloc.rpartition("@")

@@ -93,6 +93,7 @@ async def send(ch: Channel, n: Notification, timeout_s: float) -> str | None:
         return f"timed out after {timeout_s:g}s"
     if result:
         return None
+    # apprise >= 2 returns an AppriseResult with per-service logs; 1.x a plain bool
     reason = f"apprise: {getattr(result.status, 'name', 'FAILURE').lower()}"
     # the plugin's own warning ("... error=500.") says why; it may quote the URL, hence redact
     for res in getattr(result, "results", ()):

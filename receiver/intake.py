@@ -15,7 +15,7 @@ from aiohttp import web
 
 from .config import Auth
 from .route import route
-from .state import STATE
+from .state import STATE, State
 from .store import IncomingAlert, StoreError
 
 log = logging.getLogger("tailpage.receiver.intake")
@@ -57,7 +57,7 @@ def unauthorized(auth: Auth) -> web.Response:
     )
 
 
-def _reject(state, reason: str, status: int, message: str) -> web.Response:
+def _reject(state: State, reason: str, status: int, message: str) -> web.Response:
     state.metrics.webhooks_rejected.labels(reason).inc()
     log.warning("webhook rejected (%d %s): %s", status, reason, message)
     return web.json_response({"error": message}, status=status)
@@ -109,12 +109,9 @@ async def handle_alerts(request: web.Request) -> web.Response:
         )
     try:
         res = await state.store.ingest(alerts, state.clock())
-    except StoreError as e:
+    except StoreError:
         state.metrics.webhooks_rejected.labels("store").inc()
-        log.error("webhook not stored, answering 503 so Alertmanager retries: %s", e)
-        return web.json_response(
-            {"error": "store unavailable, retry later"}, status=503, headers={"Retry-After": "5"}
-        )
+        raise  # app's middleware answers 503, so Alertmanager retries
     for a in res.accepted:
         state.metrics.alerts_received.labels(a.status, a.severity).inc()
     if res.duplicates:

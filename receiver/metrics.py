@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .route import SEVERITIES
+
 P = "tailpage_receiver_"
 
 
@@ -57,7 +59,7 @@ class Metrics:
         for reason in ("auth", "too_large", "invalid_json", "schema", "store"):
             self.webhooks_rejected.labels(reason)
         for status in ("firing", "resolved"):  # bounded: severity is normalised (route.severity)
-            for sev in ("critical", "high", "medium", "low", "unknown"):
+            for sev in SEVERITIES:
                 self.alerts_received.labels(status, sev)
 
     def init_channels(self, names: list[str]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
@@ -38,12 +39,13 @@ class Notification:
     url_params: dict[str, str] = field(default_factory=dict)  # merged into the channel URL
 
 
-def component(labels: dict[str, str]) -> str:
-    return next((labels[k] for k in _COMPONENT_KEYS if labels.get(k)), "")
-
-
 def _component_key(labels: dict[str, str]) -> str | None:
     return next((k for k in _COMPONENT_KEYS if labels.get(k)), None)
+
+
+def component(labels: dict[str, str]) -> str:
+    key = _component_key(labels)
+    return labels[key] if key else ""
 
 
 def title(d: Delivery, dash: str = "—") -> str:
@@ -124,7 +126,7 @@ def render(d: Delivery, ch: Channel, receiver_url: str | None = None) -> Notific
         )
         return Notification(title(d), "\n".join(parts), "html", ntype)
 
-    esc = _slack_escape if ch.kind == "slack" else (lambda s: s)
+    esc = _escaper(ch)
     lines = []
     if summary:
         lines.append(esc(summary))
@@ -196,7 +198,7 @@ def _render_digest(d: Delivery, ch: Channel) -> Notification:
             + "</ul>"
         )
         return Notification(head, body, "html", "warning")
-    esc = _slack_escape if ch.kind == "slack" else (lambda s: s)
+    esc = _escaper(ch)
     return Notification(
         head,
         esc("\n".join([counts, *lines])),
@@ -212,6 +214,11 @@ def _clip(text: str, n: int) -> str:
 def _slack_escape(s: str) -> str:
     # Slack's mrkdwn: &, < and > must be escaped, or <!channel> in a label would ping everyone
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _escaper(ch: Channel) -> Callable[[str], str]:
+    """Text channels other than Slack take the text as it is."""
+    return _slack_escape if ch.kind == "slack" else str
 
 
 def test_notification(channel: Channel) -> Notification:

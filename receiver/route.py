@@ -21,6 +21,8 @@ SEVERITY_ALIASES = {
     "p3": "low",
 }
 
+SEVERITIES = ("critical", "high", "medium", "low", "unknown")  # what severity() returns
+
 # With no `routes:` in the config: channel kinds (or names) per severity, using those that exist.
 # An unknown or missing severity is treated as medium so it is never silently dropped.
 DEFAULT_POLICY = {

@@ -7,46 +7,17 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import time
 
 import pytest
+from exporter_helpers import RecordingPipeline, until
 
 from exporter.checkpoint import CheckpointStore
 from exporter.tail import PASS_BUDGET, Input, Settings, Tailer, line_start_before, watch_root
 
 
-class Recorder:
-    """Splits fed bytes into lines and keeps the unterminated tail, like the real Source."""
-
-    def __init__(self, path: str, sink: list[tuple[str, bytes]]) -> None:
-        self.path, self.sink, self.buf = path, sink, b""
-
-    def feed(self, data: bytes) -> None:
-        *lines, self.buf = (self.buf + data).split(b"\n")
-        self.sink.extend((self.path, ln) for ln in lines)
-
-    @property
-    def pending(self) -> int:
-        return len(self.buf)
-
-    def flush(self) -> None:
-        if self.buf:
-            self.sink.append((self.path, self.buf))
-            self.buf = b""
-
-
-class RecordingPipeline:
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, bytes]] = []
-
-    def open(self, path: str) -> Recorder:
-        return Recorder(path, self.lines)
-
-    def texts(self) -> list[bytes]:
-        return [ln for _, ln in self.lines]
-
-
 class Clock:
+    """Time moves only when a test says so: grace periods and flush timeouts without waiting."""
+
     def __init__(self) -> None:
         self.t = 1000.0
 
@@ -67,6 +38,15 @@ def make(tmp_path, start_at="end", store=None, pattern="*.log"):
     pipe, clock = RecordingPipeline(), Clock()
     t = Tailer([Input(str(tmp_path / pattern), start_at)], SETTINGS, pipe, store, clock)
     return t, pipe, clock
+
+
+def started(tmp_path, name: str = "app.log"):
+    """An empty log file that existed at the first start, and a started tailer following it."""
+    log = tmp_path / name
+    log.touch()
+    t, pipe, clock = make(tmp_path)
+    t.start()
+    return log, t, pipe, clock
 
 
 def drain(t: Tailer) -> None:
@@ -99,10 +79,7 @@ def test_start_positions_and_split_line(tmp_path):
 
 
 def test_partial_line_flushed_after_timeout(tmp_path):
-    f = tmp_path / "a.log"
-    f.touch()
-    t, pipe, clock = make(tmp_path)
-    t.start()
+    f, t, pipe, clock = started(tmp_path)
     append(f, "no newline yet", end="")
     drain(t)
     clock.t += SETTINGS.partial_flush_timeout - 0.1
@@ -124,10 +101,7 @@ def test_start_at_beginning(tmp_path):
 
 
 def test_rename_and_create_rotation(tmp_path):
-    log = tmp_path / "app.log"
-    log.touch()
-    t, pipe, clock = make(tmp_path)
-    t.start()
+    log, t, pipe, clock = started(tmp_path)
     append(log, *[f"a{i}" for i in range(100)])
     drain(t)
     # the app writes more, then logrotate renames; the app keeps writing to the old inode a bit
@@ -147,10 +121,7 @@ def test_rename_and_create_rotation(tmp_path):
 
 
 def test_copytruncate(tmp_path):
-    log = tmp_path / "app.log"
-    log.touch()
-    t, pipe, _clock = make(tmp_path)
-    t.start()
+    log, t, pipe, _clock = started(tmp_path)
     append(log, *[f"a{i}" for i in range(100)])
     drain(t)
     shutil.copy(log, tmp_path / "app.log.1")
@@ -164,10 +135,7 @@ def test_copytruncate(tmp_path):
 
 
 def test_truncated_and_refilled_past_offset_is_caught_by_head_check(tmp_path):
-    log = tmp_path / "app.log"
-    log.touch()
-    t, pipe, _clock = make(tmp_path)
-    t.start()
+    log, t, pipe, _clock = started(tmp_path)
     append(log, "first-line-of-old-content")
     drain(t)
     with open(log, "r+") as f:
@@ -179,10 +147,7 @@ def test_truncated_and_refilled_past_offset_is_caught_by_head_check(tmp_path):
 
 
 def test_deleted_while_open_is_read_to_end_then_released(tmp_path):
-    log = tmp_path / "gone.log"
-    log.touch()
-    t, pipe, clock = make(tmp_path)
-    t.start()
+    log, t, pipe, clock = started(tmp_path, "gone.log")
     fd = os.open(log, os.O_WRONLY | os.O_APPEND)
     os.write(fd, b"one\ntwo\n")
     os.unlink(log)
@@ -196,10 +161,7 @@ def test_deleted_while_open_is_read_to_end_then_released(tmp_path):
 
 
 def test_renamed_to_a_name_that_still_matches(tmp_path):
-    log = tmp_path / "app.log"
-    log.touch()
-    t, pipe, _clock = make(tmp_path)
-    t.start()
+    log, t, pipe, _clock = started(tmp_path)
     append(log, "x")
     drain(t)
     os.rename(log, tmp_path / "app-1.log")
@@ -254,15 +216,19 @@ def test_checkpoint_resume_replace_and_rotate_while_down(tmp_path):
     assert t2.stats[str(c)].rotations == 1
 
 
-def test_first_start_without_checkpoint_starts_at_end_of_complete_lines(tmp_path):
+def test_start_at_end_backs_up_to_the_start_of_the_unfinished_line(tmp_path):
     p = tmp_path / "x.log"
     p.write_bytes(b"l1\nl2\nhalf")
     fd = os.open(p, os.O_RDONLY)
     try:
         assert line_start_before(fd, 11) == 6
+        assert line_start_before(fd, 2) == 0  # no newline before: the whole file is one line
         assert line_start_before(fd, 0) == 0
     finally:
         os.close(fd)
+
+
+def test_watch_root_is_the_deepest_fixed_directory():
     assert watch_root("/var/log/app/*.log") == ("/var/log/app", False)
     assert watch_root("/var/log/pods/*/*/0.log") == ("/var/log/pods", True)
 
@@ -292,10 +258,7 @@ def test_glob_added_by_reload_starts_existing_files_at_end(tmp_path):
 
 
 def test_lag_is_size_minus_offset_while_behind(tmp_path):
-    log = tmp_path / "big.log"
-    log.touch()
-    t, pipe, _clock = make(tmp_path)
-    t.start()
+    log, t, pipe, _clock = started(tmp_path, "big.log")
     line = "x" * 99
     n = (3 * PASS_BUDGET) // 100
     append(log, *[line] * n)
@@ -321,22 +284,15 @@ async def test_inotify_wakes_the_loop_and_polling_is_the_fallback(tmp_path, monk
     pipe = RecordingPipeline()
     t = Tailer([Input(str(tmp_path / "*.log"))], settings, pipe)
     task = asyncio.create_task(t.run())
-
-    async def until(cond) -> None:
-        end = time.monotonic() + 15
-        while not cond():
-            assert time.monotonic() < end, pipe.texts()
-            await asyncio.sleep(0.01)
-
     try:
-        await until(lambda: t.ready)  # first scan done: the file's (empty) end is the start
+        await until(lambda: t.ready, "first scan")  # the file's (empty) end is the start
         if not polling:
-            await until(lambda: t.watching)  # the inotify watches are in place
+            await until(lambda: t.watching, "inotify watches in place")
         for i in range(3):
             append(log, f"line-{i}")
-            await until(lambda i=i: len(pipe.lines) > i)
+            await until(lambda i=i: len(pipe.lines) > i, f"line-{i} read: {pipe.texts()}")
         append(tmp_path / "new.log", "in-new-file")  # a new file is found without a rescan
-        await until(lambda: len(pipe.lines) == 4)
+        await until(lambda: len(pipe.lines) == 4, f"new file read: {pipe.texts()}")
     finally:
         t.stop()
         await task

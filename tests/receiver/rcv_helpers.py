@@ -39,7 +39,8 @@ def one_alert(fp: str, status: str = "firing", severity: str = "critical", **lab
 
 
 class Sink:
-    """Local HTTP server standing in for Slack / SMS / PagerDuty (apprise json:// posts here)."""
+    """Local HTTP server standing in for Slack / SMS / PagerDuty / email (apprise json:// posts
+    here). The status page tests use it too."""
 
     def __init__(self) -> None:
         self.got: list[tuple[str, dict, float]] = []
@@ -58,7 +59,7 @@ class Sink:
         self.got.append((name, await request.json(), time.time()))
         return web.Response(text="ok")
 
-    async def start(self) -> None:
+    async def start(self) -> Sink:
         app = web.Application()
         app.router.add_post("/{name}", self.handle)
         self.runner = web.AppRunner(app, access_log=None)
@@ -66,6 +67,7 @@ class Sink:
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
+        return self
 
     def url(self, name: str) -> str:
         return f"json://127.0.0.1:{self.port}/{name}"

@@ -199,10 +199,12 @@ def test_real_pagerduty_plugin_gets_fingerprint_as_dedup_key_and_resolve_action(
 
 
 def test_retry_delay_doubles_with_jitter_up_to_the_cap():
-    from receiver.config import DeliverySettings
+    from dataclasses import replace
+
+    from receiver.config import from_dict
     from receiver.deliver import retry_delay
 
-    s = DeliverySettings(backoff_initial_s=2.0, backoff_max_s=300.0)
+    s = replace(from_dict({}).delivery, backoff_initial_s=2.0, backoff_max_s=300.0)
     assert [retry_delay(n, s, jitter=1.0) for n in (1, 2, 3, 4, 8, 9, 500)] == [
         2.0,
         4.0,

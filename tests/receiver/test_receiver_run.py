@@ -179,6 +179,8 @@ def test_cli_errors_exit_2_with_the_reason(tmp_path):
 
     out = run("run", "--listen", "localhost")
     assert out.returncode == 2 and "--listen" in out.stderr and "HOST:PORT" in out.stderr
+    out = run("run", "--listen", "127.0.0.1:99999")  # same check as the config's listen
+    assert out.returncode == 2 and "between 1 and 65535" in out.stderr
     out = run("run", "--config", str(tmp_path / "missing.yml"))
     assert out.returncode == 2 and "missing.yml" in out.stderr and "readable" in out.stderr
     cfg = tmp_path / "c.yml"

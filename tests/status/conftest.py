@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import time
+from pathlib import Path
 
 import pytest_asyncio
-from status_helpers import CHROMIUM_ARGS, TOKEN, Sink, start_receiver
+
+# one Sink and the captured payloads for both folders: they live with the receiver tests
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "receiver"))
+from rcv_helpers import Sink
+from status_helpers import CHROMIUM_ARGS, TOKEN, start_receiver
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

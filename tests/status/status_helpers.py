@@ -1,9 +1,9 @@
-"""Helpers of the status page tests (a unique module name: test dirs have no __init__)."""
+"""Helpers of the status page tests (a unique module name: test dirs have no __init__).
+The Sink and the captured payloads come from ../receiver/rcv_helpers.py (conftest puts it on
+sys.path)."""
 
 from __future__ import annotations
 
-import copy
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,13 +12,13 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from rcv_helpers import Sink, payload
 
+from receiver import config as config_mod
 from receiver.app import build_app
-from receiver.state import STATE, State
+from receiver.store.sqlite import SQLiteStore
 
-ROOT = Path(__file__).resolve().parents[2]
-PAYLOADS = ROOT / "tests" / "receiver" / "payloads"  # captured from a real Alertmanager 0.25
-OUTPUT = ROOT / "test-output" / "status"
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output" / "status"
 TOKEN = "page-test-token-9f8e7d"
 
 CHROMIUM_ARGS = [
@@ -32,17 +32,13 @@ CHROMIUM_ARGS = [
 ]
 
 
-def captured(name: str) -> dict:
-    return json.loads((PAYLOADS / f"{name}.json").read_text())
-
-
 def iso(ago_s: float) -> str:
     return datetime.fromtimestamp(time.time() - ago_s, UTC).isoformat().replace("+00:00", "Z")
 
 
 def webhook(*alerts: dict, status: str = "firing") -> dict:
     """A webhook body shaped exactly like the captured one, carrying the given alerts."""
-    body = captured("firing" if status == "firing" else "resolved")
+    body = payload("firing" if status == "firing" else "resolved")
     body["alerts"] = list(alerts)
     body["status"] = status
     return body
@@ -50,7 +46,7 @@ def webhook(*alerts: dict, status: str = "firing") -> dict:
 
 def redated(name: str, started_ago_s: float) -> dict:
     """A captured webhook as it was sent, with startsAt moved to a recent time."""
-    body = captured(name)
+    body = payload(name)
     for a in body["alerts"]:
         a["startsAt"] = iso(started_ago_s)
     return body
@@ -67,7 +63,7 @@ def alert(
     **annotations: str,
 ) -> dict:
     """One alert built on a captured one: only names, labels and times differ."""
-    a = copy.deepcopy(captured("firing")["alerts"][1])
+    a = payload("firing")["alerts"][1]
     a["fingerprint"] = fp
     a["status"] = status
     a["labels"] = {**a["labels"], "alertname": alertname, "severity": severity,
@@ -88,39 +84,6 @@ class Clock:
 
     def __call__(self) -> float:
         return time.time() + self.offset
-
-
-class Sink:
-    """Local HTTP server standing in for Slack / SMS / PagerDuty / email (apprise json://)."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[str, dict]] = []
-        self.failing: set[str] = set()
-        self.port = 0
-        self.runner: web.AppRunner | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name in self.failing:
-            return web.Response(status=500, text="stand-in failure")
-        self.got.append((name, await request.json()))
-        return web.Response(text="ok")
-
-    async def start(self) -> Sink:
-        app = web.Application()
-        app.router.add_post("/{name}", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
-        return self
-
-    def url(self, name: str) -> str:
-        return f"json://127.0.0.1:{self.port}/{name}"
-
-    def to(self, name: str) -> list[dict]:
-        return [body for n, body in self.got if n == name]
 
 
 def config(sink: Sink, **extra) -> dict:
@@ -144,20 +107,8 @@ def config(sink: Sink, **extra) -> dict:
 @dataclass
 class Receiver:
     url: str
-    app: web.Application
     runner: web.AppRunner
     headers: dict[str, str]
-
-    @property
-    def state(self) -> State:
-        return self.app[STATE]
-
-    async def post(self, path: str, body: dict | None = None, **kw) -> tuple[int, dict]:
-        async with (
-            aiohttp.ClientSession() as s,
-            s.post(self.url + path, json=body, headers=kw.get("headers", self.headers)) as r,
-        ):
-            return r.status, await r.json()
 
     async def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
         async with (
@@ -169,25 +120,21 @@ class Receiver:
     async def alertmanager_sends(self, body: dict) -> None:
         """POST /alerts as Alertmanager does (its user agent, JSON body, bearer token)."""
         headers = {**self.headers, "User-Agent": "Alertmanager/0.25.0"}
-        status, answer = await self.post("/alerts", body, headers=headers)
-        assert status == 200, answer
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(self.url + "/alerts", json=body, headers=headers) as r,
+        ):
+            assert r.status == 200, await r.text()
 
     async def alerts(self) -> dict[str, dict]:
         status, data = await self.get("/api/v1/alerts")
         assert status == 200, data
         return {a["fingerprint"]: a for a in data["alerts"]}
 
-    async def metrics(self) -> str:
-        async with aiohttp.ClientSession() as s, s.get(self.url + "/metrics") as r:
-            return await r.text()
-
 
 async def start_receiver(
     cfg_dict: dict, db: Path, headers: dict[str, str], clock: Callable[[], float] = time.time
 ) -> Receiver:
-    from receiver import config as config_mod
-    from receiver.store.sqlite import SQLiteStore
-
     cfg = config_mod.from_dict(cfg_dict, "status-test.yml")
     app = build_app(cfg, store=SQLiteStore(str(db), timeout_s=2), clock=clock)
     runner = web.AppRunner(app, access_log=None)
@@ -195,4 +142,4 @@ async def start_receiver(
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
-    return Receiver(f"http://127.0.0.1:{port}", app, runner, headers)
+    return Receiver(f"http://127.0.0.1:{port}", runner, headers)

@@ -51,7 +51,7 @@ async def _value(v):
 
 
 async def test_on_call_board_alerts_ack_resolve_history(page, receiver, sink):
-    sink.failing.add("email")  # email keeps failing: a dead letter for the history
+    sink.fail["email"] = 10**6  # email keeps failing: a dead letter for the history
     cfg = config(
         sink,
         routes=[
@@ -207,7 +207,7 @@ XSS_SUMMARY = '<b>bold</b> & <iframe src="javascript:parent.__pwned = 1"></ifram
 
 
 async def test_alert_values_are_shown_as_text_never_as_html(page, receiver, sink):
-    sink.failing.add("slack")  # dead letters carry the alert name too
+    sink.fail["slack"] = 10**6  # dead letters carry the alert name too
     cfg = config(sink, routes=[{"match": {"severity": "critical"}, "channels": ["slack"]}])
     cfg["delivery"]["max_age"] = "1s"
     r = await receiver(cfg)
