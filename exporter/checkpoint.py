@@ -45,12 +45,15 @@ def fingerprint_fd(fd: int, limit: int = FINGERPRINT_BYTES) -> tuple[int, str]:
     return len(head), fingerprint(head)
 
 
+def same_head(fd: int, fp_len: int, digest: str) -> bool:
+    """True when the open file still starts with the bytes fingerprinted as (fp_len, digest)."""
+    head = os.pread(fd, fp_len, 0)
+    return len(head) == fp_len and fingerprint(head) == digest
+
+
 def matches(entry: Entry, fd: int, dev: int, ino: int) -> bool:
     """True when the open file is the one the entry was written for."""
-    if (entry.dev, entry.ino) != (dev, ino):
-        return False
-    head = os.pread(fd, entry.fp_len, 0)
-    return len(head) == entry.fp_len and fingerprint(head) == entry.fingerprint
+    return (entry.dev, entry.ino) == (dev, ino) and same_head(fd, entry.fp_len, entry.fingerprint)
 
 
 class CheckpointStore:

@@ -124,7 +124,8 @@ def _expected(err: jsonschema.ValidationError) -> str:
     if err.validator == "additionalProperties":
         allowed = sorted(sch.get("properties", {}))
         return f"{err.message}; known keys: {', '.join(allowed)}"
-    if err.validator == "pattern" and desc:
+    if err.validator in ("pattern", "type") and desc and "pattern" in sch:
+        # a string with a format (a duration, HOST:PORT): its description says what is expected
         return f"{desc}, got {err.instance!r}"
     return err.message
 

@@ -32,25 +32,27 @@ class State:
     failed: str | None = None  # why the tailing task died, if it did: /-/healthy turns 503
 
 
+# (counter name without _total, help, PathStats field)
+PER_PATH_COUNTERS = (
+    ("tailpage_exporter_lines_read", "Lines read per followed file.", "lines"),
+    ("tailpage_exporter_bytes_read", "Bytes read per followed file.", "bytes"),
+    ("tailpage_exporter_rotations", "Rename-and-create rotations seen per path.", "rotations"),
+    ("tailpage_exporter_truncations", "Truncations (copytruncate) seen per path.", "truncations"),
+)
+
+
 class SelfCollector(Collector):
     def __init__(self, state: State) -> None:
         self.state = state
 
     def collect(self) -> Iterator[Metric]:
         t = self.state.tailer
-        lines = CounterMetricFamily("tailpage_exporter_lines_read",
-                                    "Lines read per followed file.", labels=["path"])
-        nbytes = CounterMetricFamily("tailpage_exporter_bytes_read",
-                                     "Bytes read per followed file.", labels=["path"])
-        rot = CounterMetricFamily("tailpage_exporter_rotations",
-                                  "Rename-and-create rotations seen per path.", labels=["path"])
-        trunc = CounterMetricFamily("tailpage_exporter_truncations",
-                                    "Truncations (copytruncate) seen per path.", labels=["path"])
-        for path, s in sorted(t.stats.items()):
-            lines.add_metric([path], s.lines)
-            nbytes.add_metric([path], s.bytes)
-            rot.add_metric([path], s.rotations)
-            trunc.add_metric([path], s.truncations)
+        stats = sorted(t.stats.items())
+        for name, doc, attr in PER_PATH_COUNTERS:
+            fam = CounterMetricFamily(name, doc, labels=["path"])
+            for path, s in stats:
+                fam.add_metric([path], getattr(s, attr))
+            yield fam
         lag = GaugeMetricFamily("tailpage_exporter_lag_bytes",
                                 "File size minus read offset per followed file.", labels=["path"])
         for path, n in sorted(t.lag().items()):
@@ -69,7 +71,7 @@ class SelfCollector(Collector):
         scrape = GaugeMetricFamily("tailpage_exporter_scrape_duration_seconds",
                                    "Time spent rendering the previous scrape.",
                                    value=self.state.scrape_duration)
-        yield from (lines, nbytes, lag, watched, rot, trunc, writes, age, scrape)
+        yield from (lag, watched, writes, age, scrape)
 
 
 def wants_openmetrics(accept: str) -> bool:

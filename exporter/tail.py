@@ -36,9 +36,9 @@ from exporter.checkpoint import (
     FINGERPRINT_BYTES,
     CheckpointStore,
     Entry,
-    fingerprint,
     fingerprint_fd,
     matches,
+    same_head,
 )
 
 log = logging.getLogger(__name__)
@@ -61,18 +61,21 @@ class Opener(Protocol):
     def open(self, path: str) -> Source: ...
 
 
+# No defaults here: the config schema declares them (run.load fills these from the config).
 @dataclass(frozen=True)
 class Input:
     path: str  # glob
-    start_at: str = "end"  # "end" or "beginning": where to start a file seen at the first start
+    start_at: str  # "end" or "beginning": where to start a file that existed before its glob did
 
 
 @dataclass(frozen=True)
 class Settings:
-    poll_interval: float = 0.25
-    partial_flush_timeout: float = 5.0
-    rescan_interval: float = 5.0
-    checkpoint_interval: float = 5.0
+    """Seconds."""
+
+    poll_interval: float
+    partial_flush_timeout: float
+    rescan_interval: float
+    checkpoint_interval: float
 
 
 @dataclass
@@ -326,12 +329,8 @@ class Tailer:
     def _check_head(self, f: Followed) -> None:
         """Catch a copytruncate that was refilled past our offset between two polls."""
         n, digest = f.fp
-        if n == 0:
-            return
-        head = os.pread(f.fd, n, 0)
-        if len(head) == n and fingerprint(head) == digest:
-            return
-        self._truncated(f, "first bytes changed")
+        if n and not same_head(f.fd, n, digest):
+            self._truncated(f, "first bytes changed")
 
     def _truncated(self, f: Followed, why: str) -> None:
         log.info("%s truncated (%s); reading again from 0", f.path, why)

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from exporter_helpers import samples
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as om_families,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 EXE = shutil.which("tailpage-exporter", path=os.path.dirname(sys.executable))
 TIMEOUT = 120  # generous: the CI machine is small and shared
@@ -41,11 +41,6 @@ def write_log(path: Path) -> Path:
     return path
 
 
-def values(text: str) -> dict[tuple[str, tuple], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(text) for s in f.samples}
-
-
 # ---- oneshot ------------------------------------------------------------------------------
 
 def test_oneshot_prints_prometheus_text(tmp_path: Path) -> None:
@@ -53,7 +48,7 @@ def test_oneshot_prints_prometheus_text(tmp_path: Path) -> None:
     r = cli("oneshot", str(log))
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""  # no progress bar when stderr is not a terminal
-    v = values(r.stdout)
+    v = samples(r.stdout)
     assert v[("tailpage_log_lines_total", (("level", "info"),))] == 1
     assert v[("tailpage_log_lines_total", (("level", "warning"),))] == 1
     assert v[("tailpage_errors_total", (("category", "payment"), ("component", "payments"),
@@ -66,7 +61,7 @@ def test_oneshot_prints_prometheus_text(tmp_path: Path) -> None:
 def test_oneshot_several_files_add_up(tmp_path: Path) -> None:
     a = write_log(tmp_path / "a.log")
     b = write_log(tmp_path / "b.log")
-    v = values(cli("oneshot", str(a), str(b)).stdout)
+    v = samples(cli("oneshot", str(a), str(b)).stdout)
     assert v[("tailpage_log_lines_total", (("level", "fatal"),))] == 2
 
 
@@ -88,7 +83,7 @@ def test_oneshot_format_and_config(tmp_path: Path) -> None:
                    "    severity: critical\n    category: database\n")
     r = cli("oneshot", "--config", str(cfg), "--format", "logfmt", str(log))
     assert r.returncode == 0, r.stderr
-    v = values(r.stdout)
+    v = samples(r.stdout)
     assert v[("tailpage_errors_total", (("category", "database"), ("component", "db"),
                                         ("error_type", "unknown"), ("level", "error"),
                                         ("severity", "critical")))] == 1
@@ -100,7 +95,7 @@ def test_oneshot_missing_file_exit_1_but_prints_the_rest(tmp_path: Path) -> None
     r = cli("oneshot", str(tmp_path / "nope.log"), str(log))
     assert r.returncode == 1
     assert "nope.log" in r.stderr
-    assert values(r.stdout)[("tailpage_log_lines_total", (("level", "info"),))] == 1
+    assert samples(r.stdout)[("tailpage_log_lines_total", (("level", "info"),))] == 1
 
 
 def test_oneshot_progress_bar_on_a_terminal(tmp_path: Path) -> None:
@@ -198,6 +193,9 @@ def test_check_config_ok(tmp_path: Path) -> None:
      "rules[0].when.message", "a valid regular expression"),
     ("rules:\n  - name: x\n    when: {duration_over: 5 seconds}\n    severity: high\n",
      "rules[0].when.duration_over", 'a duration such as "250ms"'),
+    ("checkpoint: {interval: 5}\n", "checkpoint.interval", 'a duration such as "250ms"'),
+    ("listen: localhost\n", "listen", "HOST:PORT to serve /metrics on"),
+    ("listen: ':99999'\n", "listen", "a port from 0 to 65535, got 99999"),
     ("colour: blue\n", "(top)", "known keys:"),
     ("rules: [\n", "line 2", "valid YAML"),
 ])

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from exporter_helpers import DEADLINE, samples
 
 EXE = shutil.which("tailpage-exporter", path=os.path.dirname(sys.executable))
 LEVELS = ["info", "debug", "warn", "error", "info", "info", "fatal"]
@@ -49,7 +49,7 @@ class Exporter:
                 [EXE, "run", *conf, "--listen", "127.0.0.1:0", *self.args],
                 stdout=err, stderr=err, start_new_session=True,
                 env={**os.environ, **(self.env or {})}, cwd=self.cwd)
-        end = time.monotonic() + 15
+        end = time.monotonic() + DEADLINE
         while time.monotonic() < end:
             m = re.search(r"listening on (http://127\.0\.0\.1:\d+)/metrics", self.err.read_text())
             if m:
@@ -77,35 +77,37 @@ class Exporter:
     def metrics(self) -> dict[tuple[str, tuple], float]:
         status, text = self.get("/metrics")
         assert status == 200
-        out = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
+        return samples(text)
 
-    def by_level(self) -> dict[str, int]:
-        return {dict(lbl)["level"]: int(v) for (name, lbl), v in self.metrics().items()
+    def by_level(self, m: dict[tuple[str, tuple], float] | None = None) -> dict[str, int]:
+        return {dict(lbl)["level"]: int(v) for (name, lbl), v in (m or self.metrics()).items()
                 if name == "tailpage_log_lines_total" and v}
 
-    def lines(self) -> int:
-        return sum(self.by_level().values())
+    def lines(self, m: dict[tuple[str, tuple], float] | None = None) -> int:
+        return sum(self.by_level(m).values())
 
     def value(self, name: str, **labels: str) -> float | None:
         return self.metrics().get((name, tuple(sorted(labels.items()))))
 
-    def until(self, cond, what: str, timeout: float = 15) -> None:
+    def until(self, cond, what: str, timeout: float = DEADLINE) -> None:
         """Poll a condition on the running process (generous: the machine may be loaded)."""
         end = time.monotonic() + timeout
         while not cond():
             assert time.monotonic() < end, f"{what}; log:\n{self.err.read_text()}"
             time.sleep(0.05)
 
-    def wait_lines(self, n: int, timeout: float = 10, settle: float = 0.6) -> int:
-        """Wait for exactly n counted lines, then make sure no more arrive (nothing doubled)."""
+    def wait_lines(self, n: int, timeout: float = DEADLINE, settle: float = 0.6) -> int:
+        """The lines counted once at least n are and every followed file is read to its end (no
+        lag in the same scrape), then after a quiet `settle`: longer than the tests' 500ms
+        rescan, so a file wrongly read again on a rescan shows as more than n."""
         end = time.monotonic() + timeout
-        while self.lines() < n and time.monotonic() < end:
+        while True:
+            m = self.metrics()
+            lag = sum(v for (name, _), v in m.items() if name == "tailpage_exporter_lag_bytes")
+            if (self.lines(m) >= n and lag == 0) or time.monotonic() >= end:
+                break
             time.sleep(0.05)
-        time.sleep(settle)
+        time.sleep(settle)  # not a wait for a condition: the window in which no more may arrive
         return self.lines()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
@@ -147,6 +149,7 @@ def exporter(request, tmp_path):
     cfg.write_text(config_text(tmp_path, logs, getattr(request, "param", "300ms")))
     e = Exporter(tmp_path, cfg)
     e.logs = logs
+    e.ckpt = tmp_path / "state" / "checkpoints.json"
     yield e
     e.kill()
 
@@ -159,6 +162,15 @@ def truth(*ranges: range) -> dict[str, int]:
             lvl = {"warn": "warning"}.get(LEVELS[i % len(LEVELS)], LEVELS[i % len(LEVELS)])
             out[lvl] = out.get(lvl, 0) + 1
     return out
+
+
+def checkpoint_version(ckpt: Path) -> tuple[int, int] | None:
+    """Changes on every checkpoint write (each replaces the file by a new one)."""
+    try:
+        st = ckpt.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def write(path: Path, start: int, n: int) -> int:
@@ -191,7 +203,8 @@ def test_sigterm_restart_loses_and_doubles_nothing(exporter):
     half = line(i)
     with open(app, "a") as f:
         f.write(half[:25])  # a half-written line at shutdown
-    time.sleep(0.3)
+    exporter.until(lambda: exporter.value("tailpage_exporter_lag_bytes", path=str(app)) == 0,
+                   "the half line read (and held back)")
     assert exporter.stop() == 0
     assert "final checkpoint" in exporter.err.read_text()
     with open(app, "a") as f:
@@ -209,14 +222,12 @@ def test_sigterm_restart_loses_and_doubles_nothing(exporter):
 def test_sigkill_rereads_at_most_one_interval(exporter):
     app = exporter.logs / "app.log"
     app.touch()
-    ckpt = exporter.tmp / "state" / "checkpoints.json"
+    ckpt = exporter.ckpt
     exporter.start()
     i = write(app, 0, 500)
     assert exporter.wait_lines(500) == 500
-    seen = time.time()
-    while not (ckpt.exists() and ckpt.stat().st_mtime > seen + 0.05):
-        assert time.time() - seen < 5, "no periodic checkpoint"
-        time.sleep(0.05)  # a checkpoint written after everything was read
+    seen = checkpoint_version(ckpt)  # the next one is written after everything was read
+    exporter.until(lambda: checkpoint_version(ckpt) != seen, "a periodic checkpoint")
     exporter.kill()
     i = write(app, i, 300)
     exporter.start()
@@ -245,10 +256,8 @@ def test_replaced_file_is_new_and_deleted_files_are_released(exporter):
     exporter.start()
     assert exporter.wait_lines(30) == 30
     b.unlink()
-    end = time.monotonic() + 5
-    while exporter.metrics().get(("tailpage_exporter_files_watched", ())) != 1:
-        assert time.monotonic() < end
-        time.sleep(0.1)
+    exporter.until(lambda: exporter.value("tailpage_exporter_files_watched") == 1,
+                   "deleted file released")
     assert not any(str(b) in dict(lbl).get("path", "") for _, lbl in exporter.metrics())
 
 
@@ -297,19 +306,13 @@ def test_sighup_reload_keeps_counts_and_follows_new_globs(exporter):
     cfg = exporter.config.read_text()
     exporter.config.write_text("inputs: [oops\n")  # a broken edit: reload refused, still running
     exporter.proc.send_signal(signal.SIGHUP)
-    end = time.monotonic() + 10
-    while "config not reloaded" not in exporter.err.read_text():
-        assert time.monotonic() < end
-        time.sleep(0.05)
+    exporter.until(lambda: "config not reloaded" in exporter.err.read_text(), "reload refused")
     assert str(exporter.config) in exporter.err.read_text()
     # start_at: the reload may rescan after x.log is written; it must still be read from 0
     added = f'inputs:\n  - path: "{other}/*.log"\n    start_at: beginning\n'
     exporter.config.write_text(cfg.replace("inputs:\n", added))
     exporter.proc.send_signal(signal.SIGHUP)
-    end = time.monotonic() + 10
-    while "config reloaded" not in exporter.err.read_text():
-        assert time.monotonic() < end
-        time.sleep(0.05)
+    exporter.until(lambda: "config reloaded" in exporter.err.read_text(), "config reloaded")
     write(other / "x.log", 0, 7)
     write(a, 40, 3)
     assert exporter.wait_lines(50) == 50  # counts kept, offsets kept, the new glob followed
@@ -416,10 +419,9 @@ def test_cri_and_docker_partials_joined_across_writes(exporter):
     with open(docker, "a") as f:
         f.write(json.dumps({"log": '{"level":"warn","message":"first half ', "stream": "stdout",
                             "time": ts}) + "\n")
-    exporter.until(lambda: exporter.value("tailpage_exporter_bytes_read_total", path=str(cri))
-                   and exporter.value("tailpage_exporter_bytes_read_total", path=str(docker)),
-                   "both files read")
-    time.sleep(0.3)
+    exporter.until(lambda: all(
+        exporter.value("tailpage_exporter_bytes_read_total", path=str(p)) == p.stat().st_size
+        for p in (cri, docker)), "both files read to their end")
     assert exporter.lines() == 0  # nothing complete yet: no fragment counted
     with open(cri, "a") as f:
         f.write(f'out F "error_type":"PaymentDeclined"}}\n{ts} stdout F {{"level":"info"}}\n')
@@ -488,6 +490,7 @@ def test_every_self_metric_in_readme_exists_and_moves(tmp_path):
     e = Exporter(tmp_path, cfg)
     app = logs / "app.log"
     app.touch()
+    started = time.time()
     try:
         e.start()
         expected = readme_exporter_metrics()
@@ -520,7 +523,7 @@ def test_every_self_metric_in_readme_exists_and_moves(tmp_path):
         assert m[("tailpage_exporter_lag_bytes", p)] == 0
         assert m[("tailpage_exporter_files_watched", ())] >= 1
         assert m[("tailpage_exporter_checkpoint_writes_total", (("result", "failure"),))] == 0
-        assert 0 <= m[("tailpage_exporter_checkpoint_age_seconds", ())] < 60
+        assert 0 <= m[("tailpage_exporter_checkpoint_age_seconds", ())] <= time.time() - started
         assert m[("tailpage_exporter_scrape_duration_seconds", ())] > 0
         assert sum(v for (n, _), v in m.items()
                    if n == "tailpage_exporter_parse_failures_total") == 1
@@ -558,7 +561,7 @@ def test_many_files_at_once(exporter):
     assert exporter.by_level() == expected
     assert exporter.value("tailpage_exporter_files_watched") == 100
     assert exporter.stop() == 0
-    saved = json.loads((exporter.tmp / "state" / "checkpoints.json").read_text())
+    saved = json.loads(exporter.ckpt.read_text())
     assert len(saved["files"]) == 100
 
 
@@ -568,7 +571,7 @@ def test_lines_counted_but_never_scraped_are_read_again(exporter, how):
     counted after it never reached Prometheus, so the next process counts it again, once."""
     app = exporter.logs / "app.log"
     app.touch()
-    ckpt = exporter.tmp / "state" / "checkpoints.json"
+    ckpt = exporter.ckpt
     exporter.start()
 
     def saved_offset() -> int:
@@ -582,7 +585,9 @@ def test_lines_counted_but_never_scraped_are_read_again(exporter, how):
     assert exporter.lines() == 10  # the one scrape: these 10 reached Prometheus
     scraped_at = app.stat().st_size
     i = write(app, i, 5)  # read and counted, but nobody scrapes before the stop
-    time.sleep(2)  # many poll and checkpoint intervals
+    for _ in range(3):  # inotify wakes the loop at once: these come after the 5 lines are read
+        seen = checkpoint_version(ckpt)
+        exporter.until(lambda seen=seen: checkpoint_version(ckpt) != seen, "a checkpoint")
     assert saved_offset() == scraped_at
     if how == "sigterm":
         assert exporter.stop() == 0

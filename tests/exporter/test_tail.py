@@ -240,12 +240,13 @@ def test_glob_added_by_reload_starts_existing_files_at_end(tmp_path):
     append(tmp_path / "b" / "old.log", "b-before-reload")
     append(tmp_path / "c" / "old.log", "c-before-reload")
     pipe, clock = RecordingPipeline(), Clock()
-    t = Tailer([Input(str(tmp_path / "a" / "*.log"))], SETTINGS, pipe, None, clock)
+    t = Tailer([Input(str(tmp_path / "a" / "*.log"), "end")], SETTINGS, pipe, None, clock)
     t.start()
     append(tmp_path / "a" / "x.log", "a-1")
     t._rescan = True
     drain(t)
-    t.reconfigure([Input(str(tmp_path / "a" / "*.log")), Input(str(tmp_path / "b" / "*.log")),
+    t.reconfigure([Input(str(tmp_path / "a" / "*.log"), "end"),
+                   Input(str(tmp_path / "b" / "*.log"), "end"),
                    Input(str(tmp_path / "c" / "*.log"), "beginning")], SETTINGS)
     drain(t)
     append(tmp_path / "b" / "old.log", "b-after-reload")
@@ -282,7 +283,7 @@ async def test_inotify_wakes_the_loop_and_polling_is_the_fallback(tmp_path, monk
                         rescan_interval=0.3 if polling else slow,
                         partial_flush_timeout=slow, checkpoint_interval=slow)
     pipe = RecordingPipeline()
-    t = Tailer([Input(str(tmp_path / "*.log"))], settings, pipe)
+    t = Tailer([Input(str(tmp_path / "*.log"), "end")], settings, pipe)
     task = asyncio.create_task(t.run())
     try:
         await until(lambda: t.ready, "first scan")  # the file's (empty) end is the start

@@ -50,6 +50,15 @@ def make_store(backend, tmp_path, request) -> Callable[[], Store]:
 
 
 @pytest.fixture
+async def store(make_store):
+    """One opened store; closed after the test."""
+    s = make_store()
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
 async def sink():
     s = Sink()
     await s.start()

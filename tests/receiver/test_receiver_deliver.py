@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 
@@ -40,18 +39,15 @@ async def test_dead_letter_after_max_age(receiver, sink, caplog):
     client = await receiver(cfg)
     assert (await client.post("/alerts", json=one_alert("dead1"), headers=AUTH)).status == 200
 
-    async def dead() -> list:
-        return (await (await client.get("/api/v1/dead-letters", headers=AUTH)).json())[
-            "dead_letters"
-        ]
+    async def one_dead_letter() -> None:
+        r = await client.get("/api/v1/dead-letters", headers=AUTH)
+        dead = (await r.json())["dead_letters"]
+        assert len(dead) == 1, dead
+        d = dead[0]
+        assert d["channel"] == "sms" and d["fingerprint"] == "dead1" and d["attempts"] >= 2
+        assert "500" in d["error"] or "Internal Server Error" in d["error"]
 
-    for _ in range(100):
-        if await dead():
-            break
-        await asyncio.sleep(0.05)
-    [d] = await dead()
-    assert d["channel"] == "sms" and d["fingerprint"] == "dead1" and d["attempts"] >= 2
-    assert "500" in d["error"] or "Internal Server Error" in d["error"]
+    await eventually(one_dead_letter)
     assert "DEAD LETTER" in caplog.text
     metrics = await (await client.get("/metrics")).text()
     assert 'tailpage_receiver_dead_letters_total{channel="sms"} 1.0' in metrics

@@ -117,45 +117,35 @@ async def test_timers_and_outbox_survive_a_restart(make_store):
         await s.close()
 
 
-async def test_resolve_waits_for_its_firing_notice_and_leases_exclude(make_store):
+async def test_resolve_waits_for_its_firing_notice_and_leases_exclude(store):
     now = time.time()
-    s = make_store()
-    await s.open()
-    try:
-        await s.ingest([_alert("o1", escalation=())], now)
-        await s.ingest([_alert("o1", "resolved")], now)
-        [first] = await s.claim_due("w1", now, 10, lease_s=30)
-        assert first.kind == "firing"
-        assert await s.claim_due("w2", now, 10, lease_s=30) == []  # leased; resolve must wait
-        await s.mark_failed(first.id, "boom", now + 5)
-        assert await s.claim_due("w2", now + 1, 10, lease_s=30) == []  # still before the resolve
-        [again] = await s.claim_due("w2", now + 5, 10, lease_s=30)
-        assert again.id == first.id and again.attempts == 1
-        await s.mark_sent(again.id, now + 5)
-        [resolved] = await s.claim_due("w2", now + 5, 10, lease_s=30)
-        assert resolved.kind == "resolved" and resolved.channel == "slack"
-    finally:
-        await s.close()
+    await store.ingest([_alert("o1", escalation=())], now)
+    await store.ingest([_alert("o1", "resolved")], now)
+    [first] = await store.claim_due("w1", now, 10, lease_s=30)
+    assert first.kind == "firing"
+    assert await store.claim_due("w2", now, 10, lease_s=30) == []  # leased; resolve must wait
+    await store.mark_failed(first.id, "boom", now + 5)
+    assert await store.claim_due("w2", now + 1, 10, lease_s=30) == []  # still before the resolve
+    [again] = await store.claim_due("w2", now + 5, 10, lease_s=30)
+    assert again.id == first.id and again.attempts == 1
+    await store.mark_sent(again.id, now + 5)
+    [resolved] = await store.claim_due("w2", now + 5, 10, lease_s=30)
+    assert resolved.kind == "resolved" and resolved.channel == "slack"
 
 
-async def test_token_bucket_and_digest_in_the_store(make_store):
+async def test_token_bucket_and_digest_in_the_store(store):
     now = time.time()
-    s = make_store()
-    await s.open()
-    try:
-        assert [await s.take_token("sms", now, 1.0, 2) for _ in range(3)] == [True, True, False]
-        assert await s.take_token("sms", now + 1.0, 1.0, 2) is True  # refilled one per second
-        await s.ingest([_alert(f"d{i}", escalation=()) for i in range(3)], now)
-        for d in await s.claim_due("w", now, 10, 30):
-            await s.hold(d.id, now)
-        assert await s.channels_with_held() == ["slack"]
-        digest_id = await s.make_digest("slack", now)
-        assert digest_id is not None and await s.channels_with_held() == []
-        [digest] = await s.claim_due("w", now, 10, 30)
-        assert digest.kind == "digest" and sorted(i["fingerprint"] for i in digest.digest) == [
-            "d0",
-            "d1",
-            "d2",
-        ]
-    finally:
-        await s.close()
+    assert [await store.take_token("sms", now, 1.0, 2) for _ in range(3)] == [True, True, False]
+    assert await store.take_token("sms", now + 1.0, 1.0, 2) is True  # refilled one per second
+    await store.ingest([_alert(f"d{i}", escalation=()) for i in range(3)], now)
+    for d in await store.claim_due("w", now, 10, 30):
+        await store.hold(d.id, now)
+    assert await store.channels_with_held() == ["slack"]
+    digest_id = await store.make_digest("slack", now)
+    assert digest_id is not None and await store.channels_with_held() == []
+    [digest] = await store.claim_due("w", now, 10, 30)
+    assert digest.kind == "digest" and sorted(i["fingerprint"] for i in digest.digest) == [
+        "d0",
+        "d1",
+        "d2",
+    ]
