@@ -216,9 +216,9 @@ class Tailer:
                     start = self._start_for(p, self.inputs)
                 elif added:
                     start = self._start_for(p, added)
-                self._open(p, initial, start)
+                self._open(p, start)
 
-    def _open(self, path: str, initial: bool, start_at: str | None = None) -> None:
+    def _open(self, path: str, start_at: str | None) -> None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
@@ -230,7 +230,7 @@ class Tailer:
             return
         offset = 0
         resumed = False
-        if initial and self._saved:
+        if self._saved:  # only during start()'s scan: resume where the checkpoint says
             for e in self._saved:
                 if matches(e, fd, st.st_dev, st.st_ino):
                     self._saved.remove(e)

@@ -24,6 +24,7 @@ from apprise.decorators import notify as apprise_notify
 from .config import Channel, Config, DeliverySettings
 from .metrics import Metrics
 from .render import Notification, render
+from .state import task_stopping
 from .store import Delivery, Store, StoreError
 
 log = logging.getLogger("tailpage.receiver.deliver")
@@ -110,13 +111,6 @@ def retry_delay(attempt: int, s: DeliverySettings, jitter: float | None = None) 
     return min(s.backoff_max_s, s.backoff_initial_s * 2 ** min(attempt - 1, 60)) * factor
 
 
-def task_stopping() -> bool:
-    """This task was asked to stop. A library can swallow the CancelledError (a cancel racing a
-    result on Python 3.11); the loop then ends here instead of running on forever."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 class Deliverer:
     def __init__(
         self,
@@ -152,9 +146,7 @@ class Deliverer:
                 ch = self.cfg.channels.get(chan)
                 if ch is None or not ch.rate_burst:
                     await self.store.make_digest(chan, self.clock())  # no limit (any more): flush
-                elif await self.store.take_token(
-                    chan, self.clock(), ch.rate_per_s or 0.0, ch.rate_burst
-                ):
+                elif await self._take_token(ch):
                     await self.store.make_digest(chan, self.clock())
                 else:
                     held.add(chan)
@@ -170,16 +162,8 @@ class Deliverer:
         if ch is None:
             await self._dead(d, "channel is no longer in the config")
             return
-        if (
-            ch.rate_burst
-            and d.kind != "digest"
-            and (
-                d.channel in held
-                or not await self.store.take_token(
-                    d.channel, self.clock(), ch.rate_per_s or 0.0, ch.rate_burst
-                )
-            )
-        ):
+        limited = ch.rate_burst and d.kind != "digest"  # a digest already spent its token
+        if limited and (d.channel in held or not await self._take_token(ch)):
             held.add(d.channel)  # keep order: later rows of this channel join the digest too
             await self.store.hold(d.id, self.clock())
             self.metrics.rate_limited.labels(d.channel).inc()
@@ -213,6 +197,12 @@ class Deliverer:
                 delay,
                 error,
             )
+
+    async def _take_token(self, ch: Channel) -> bool:
+        """Only for a rate-limited channel (rate_burst set)."""
+        return await self.store.take_token(
+            ch.name, self.clock(), ch.rate_per_s or 0.0, ch.rate_burst or 0
+        )
 
     async def _dead(self, d: Delivery, error: str) -> None:
         await self.store.mark_dead(d.id, error, self.clock())

@@ -8,8 +8,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from .deliver import task_stopping
 from .metrics import Metrics
+from .state import task_stopping
 from .store import Store, StoreError
 
 log = logging.getLogger("tailpage.receiver.escalate")

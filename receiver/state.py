@@ -1,4 +1,5 @@
-"""What the request handlers and background tasks share: kept on the aiohttp app object."""
+"""What the request handlers and background tasks share: the State kept on the aiohttp app
+object, and how a background loop knows it has been asked to stop."""
 
 from __future__ import annotations
 
@@ -25,3 +26,10 @@ class State:
 
 
 STATE = web.AppKey("tailpage_state", State)
+
+
+def task_stopping() -> bool:
+    """This task was asked to stop. A library can swallow the CancelledError (a cancel racing a
+    result on Python 3.11); the loop then ends here instead of running on forever."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

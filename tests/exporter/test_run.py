@@ -49,19 +49,15 @@ class Exporter:
                 [EXE, "run", *conf, "--listen", "127.0.0.1:0", *self.args],
                 stdout=err, stderr=err, start_new_session=True,
                 env={**os.environ, **(self.env or {})}, cwd=self.cwd)
-        end = time.monotonic() + DEADLINE
-        while time.monotonic() < end:
+
+        def listening() -> bool:
+            assert self.proc.poll() is None, self.err.read_text()  # exited: say why
             m = re.search(r"listening on (http://127\.0\.0\.1:\d+)/metrics", self.err.read_text())
-            if m:
-                self.url = m.group(1)
-                break
-            assert self.proc.poll() is None, self.err.read_text()
-            time.sleep(0.05)
-        else:
-            raise AssertionError("exporter did not start: " + self.err.read_text())
-        while self.get("/-/ready")[0] != 200:
-            assert time.monotonic() < end, self.err.read_text()
-            time.sleep(0.05)
+            self.url = m.group(1) if m else ""
+            return m is not None
+
+        self.until(listening, "listening on a port")
+        self.until(lambda: self.get("/-/ready")[0] == 200, "/-/ready")
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
         try:

@@ -203,6 +203,7 @@ def test_secret_files_for_basic_auth_channels_and_the_store(tmp_path):
     assert "basic-pw" not in repr(cfg.auth)
     assert cfg.store == "postgresql://tailpage:db%3Ap%40ss%2Fword@db.example:5432/tailpage"
     assert "p%40ss" not in config_mod.redact_dsn(cfg.store)
+    assert "p%40ss" not in repr(cfg) and "basic-pw" not in repr(cfg) and "HOOK" not in repr(cfg)
     hook = cfg.channels["hook"]
     assert hook.url == "json://127.0.0.1:9/HOOKSECRET" and "HOOKSECRET" not in repr(hook)
     assert (hook.kind, hook.rate_burst, hook.rate_per_s) == ("chat", 3, 0.05)
