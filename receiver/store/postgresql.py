@@ -33,6 +33,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from . import rows
 from .base import Delivery, EscalationFired, IncomingAlert, IngestResult, StoreError
 
 log = logging.getLogger("tailpage.receiver.store")
@@ -92,6 +93,11 @@ MIGRATIONS = [
 _RETRY_TX = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
 # our own lock_timeout / statement_timeout: answer now (503), do not wait that long again
 _NO_RETRY = (pgerrors.QueryCanceled, pgerrors.LockNotAvailable)
+
+
+def _load(v: Any) -> Any:
+    # jsonb columns come back decoded already
+    return v
 
 
 def _stay_cancelled(cause: BaseException | None = None) -> None:
@@ -241,18 +247,10 @@ class PostgreSQLStore:
             # Lock rows in fingerprint order, so two replicas ingesting the same batch (or
             # overlapping ones) wait for each other instead of deadlocking. The sort is stable:
             # the order of one alert's own events is kept.
-            counts: dict[int, int | None] = {}
+            counts: list[int | None] = [None] * len(alerts)
             for i in sorted(range(len(alerts)), key=lambda i: alerts[i].fingerprint):
                 counts[i] = await _ingest_one(c, alerts[i], now, "webhook", None)
-            res = IngestResult()
-            for i, a in enumerate(alerts):
-                n = counts[i]
-                if n is None:
-                    res.duplicates.append(a)
-                else:
-                    res.accepted.append(a)
-                    res.deliveries += n
-            return res
+            return rows.ingest_result(alerts, counts)
 
         return await self._tx(op)
 
@@ -269,7 +267,7 @@ class PostgreSQLStore:
                     "until": now + lease_s,
                 },
             )
-            return [_delivery(r) for r in await cur.fetchall()]
+            return [rows.delivery(r, _load) for r in await cur.fetchall()]
 
         return await self._tx(op)
 
@@ -291,28 +289,32 @@ class PostgreSQLStore:
             (now, delivery_id),
         )
 
-    async def mark_failed(self, delivery_id: int, error: str, next_attempt_at: float) -> None:
+    async def _release_own(self, delivery_id: int, sets: str, params: tuple[Any, ...]) -> None:
+        """End a claim this replica still holds: `sets` (constant SQL of the caller) plus
+        dropping the lease; nothing when another replica has re-claimed the row."""
         await self._exec(
-            "UPDATE outbox SET state='pending', attempts=attempts+1, last_error=%s, "
-            "next_attempt_at=%s, lease_owner=NULL, lease_until=NULL "
+            # only the constant strings of the three methods below are spliced in
+            f"UPDATE outbox SET {sets}, lease_owner=NULL, lease_until=NULL "  # noqa: S608
             "WHERE id=%s AND state='sending' AND starts_with(lease_owner, %s)",
-            (error, next_attempt_at, delivery_id, f"{self.replica}/"),
+            (*params, delivery_id, f"{self.replica}/"),
+        )
+
+    async def mark_failed(self, delivery_id: int, error: str, next_attempt_at: float) -> None:
+        await self._release_own(
+            delivery_id,
+            "state='pending', attempts=attempts+1, last_error=%s, next_attempt_at=%s",
+            (error, next_attempt_at),
         )
 
     async def mark_dead(self, delivery_id: int, error: str, now: float) -> None:
-        await self._exec(
-            "UPDATE outbox SET state='dead', attempts=attempts+1, last_error=%s, "
-            "finished_at=%s, lease_owner=NULL, lease_until=NULL "
-            "WHERE id=%s AND state='sending' AND starts_with(lease_owner, %s)",
-            (error, now, delivery_id, f"{self.replica}/"),
+        await self._release_own(
+            delivery_id,
+            "state='dead', attempts=attempts+1, last_error=%s, finished_at=%s",
+            (error, now),
         )
 
     async def hold(self, delivery_id: int, now: float) -> None:
-        await self._exec(
-            "UPDATE outbox SET state='held', lease_owner=NULL, lease_until=NULL "
-            "WHERE id=%s AND state='sending' AND starts_with(lease_owner, %s)",
-            (delivery_id, f"{self.replica}/"),
-        )
+        await self._release_own(delivery_id, "state='held'", ())
 
     async def take_token(self, channel: str, now: float, rate_per_s: float, burst: int) -> bool:
         async def op(c: Conn) -> bool:
@@ -327,12 +329,7 @@ class PostgreSQLStore:
             )
             row = await cur.fetchone()
             assert row is not None
-            tokens = min(
-                float(burst), row["tokens"] + max(0.0, now - row["updated_at"]) * rate_per_s
-            )
-            ok = tokens >= 1.0
-            if ok:
-                tokens -= 1.0
+            ok, tokens = rows.take_token(row["tokens"], row["updated_at"], now, rate_per_s, burst)
             # greatest(): a replica whose clock lags must not make the bucket refill twice
             await c.execute(
                 "UPDATE buckets SET tokens=%s, updated_at=greatest(updated_at, %s) "
@@ -465,26 +462,14 @@ async def _ingest_one(
         "generator_url, severity, external_url, source, received_at) "
         "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
         "ON CONFLICT (fingerprint, status, starts_at) DO NOTHING RETURNING id",
-        (
-            a.fingerprint,
-            a.status,
-            a.starts_at,
-            a.ends_at,
-            Jsonb(a.labels),
-            Jsonb(a.annotations),
-            a.generator_url,
-            a.severity,
-            a.external_url,
-            source,
-            now,
-        ),
+        rows.event_params(a, source, now, Jsonb),
     )
     row = await cur.fetchone()
     if row is None:
         return None
     event_id = row["id"]
     if a.status == "firing":
-        plan = [[after, list(chs)] for after, chs in a.escalation]
+        plan, next_at = rows.escalation_plan(a, now)
         await c.execute(
             "INSERT INTO alerts(fingerprint, status, severity, labels, annotations, starts_at, "
             "generator_url, firing_event_id, first_notified_at, updated_at, escalation, "
@@ -498,19 +483,7 @@ async def _ingest_one(
             "acked_by=NULL, acked_at=NULL, resolved_by=NULL, resolved_at=NULL, "
             "escalation=excluded.escalation, escalation_step=0, "
             "next_escalation_at=excluded.next_escalation_at",
-            (
-                a.fingerprint,
-                a.severity,
-                Jsonb(a.labels),
-                Jsonb(a.annotations),
-                a.starts_at,
-                a.generator_url,
-                event_id,
-                now,
-                now,
-                Jsonb(plan),
-                (now + plan[0][0]) if plan else None,
-            ),
+            rows.firing_alert_params(a, event_id, now, plan, next_at, Jsonb),
         )
         return await _insert_outbox(c, event_id, a.fingerprint, a.channels, "firing", 0, now)
 
@@ -536,41 +509,9 @@ async def _ingest_one(
         "ON CONFLICT (fingerprint) DO UPDATE SET status='resolved', "
         "updated_at=excluded.updated_at, resolved_by=excluded.resolved_by, "
         "resolved_at=excluded.resolved_at, next_escalation_at=NULL",
-        (
-            a.fingerprint,
-            a.severity,
-            Jsonb(a.labels),
-            Jsonb(a.annotations),
-            a.starts_at,
-            a.generator_url,
-            now,
-            now,
-            who or "alertmanager",
-            now,
-        ),
+        rows.resolved_alert_params(a, who, now, Jsonb),
     )
     return await _insert_outbox(c, event_id, a.fingerprint, channels, "resolved", 0, now)
-
-
-def _delivery(r: dict[str, Any]) -> Delivery:
-    return Delivery(
-        id=r["id"],
-        channel=r["channel"],
-        kind=r["kind"],
-        step=r["step"],
-        attempts=r["attempts"],
-        created_at=r["created_at"],
-        fingerprint=r["fingerprint"],
-        status=r["status"] or "",
-        severity=r["severity"] or "unknown",
-        labels=r["labels"] or {},
-        annotations=r["annotations"] or {},
-        starts_at=r["starts_at"] or "",
-        generator_url=r["generator_url"],
-        external_url=r["external_url"],
-        resolved_by=r["resolved_by"] if r["source"] == "manual" else None,
-        digest=r["payload"],
-    )
 
 
 async def _make_digest(c: Conn, channel: str, now: float) -> int | None:
@@ -585,38 +526,20 @@ async def _make_digest(c: Conn, channel: str, now: float) -> int | None:
         "WHERE o.channel=%s AND o.state='held' ORDER BY o.id FOR UPDATE OF o",
         (channel,),
     )
-    rows = await cur.fetchall()
-    if not rows:
+    held = await cur.fetchall()
+    if not held:
         return None
-    items: list[dict[str, Any]] = []
-    for r in rows:
-        if r["payload"]:  # a held digest (cannot happen today, but never drop anything)
-            items.extend(r["payload"])
-            continue
-        ann = r["annotations"] or {}
-        items.append(
-            {
-                "fingerprint": r["fingerprint"],
-                "kind": r["kind"],
-                "step": r["step"],
-                "status": r["status"],
-                "severity": r["severity"],
-                "labels": r["labels"] or {},
-                "summary": ann.get("summary", ""),
-                "at": r["created_at"],
-            }
-        )
     cur = await c.execute(
         "INSERT INTO outbox(event_id, fingerprint, channel, kind, step, created_at, "
         "next_attempt_at, payload) VALUES (NULL, '', %s, 'digest', 0, %s, %s, %s) RETURNING id",
-        (channel, min(r["created_at"] for r in rows), now, Jsonb(items)),
+        (channel, min(r["created_at"] for r in held), now, Jsonb(rows.digest_items(held, _load))),
     )
     row = await cur.fetchone()
     assert row is not None
     digest_id = row["id"]
     await c.execute(
         "UPDATE outbox SET state='digested', digest_id=%s, finished_at=%s WHERE id = ANY(%s)",
-        (digest_id, now, [r["id"] for r in rows]),
+        (digest_id, now, [r["id"] for r in held]),
     )
     return digest_id
 
@@ -631,25 +554,19 @@ async def _fire_due_escalations(c: Conn, now: float, limit: int) -> list[Escalat
     )
     fired = []
     for r in await cur.fetchall():
-        plan = r["escalation"]
-        step = r["escalation_step"] + 1
-        if step > len(plan):
-            await c.execute(
-                "UPDATE alerts SET next_escalation_at=NULL WHERE fingerprint=%s",
-                (r["fingerprint"],),
-            )
+        fp, step = r["fingerprint"], r["escalation_step"] + 1
+        nxt = rows.next_escalation(r["escalation"], step, r["first_notified_at"])
+        if nxt is None:
+            await c.execute("UPDATE alerts SET next_escalation_at=NULL WHERE fingerprint=%s", (fp,))
             continue
-        channels = tuple(plan[step - 1][1])
-        await _insert_outbox(
-            c, r["firing_event_id"], r["fingerprint"], channels, "escalation", step, now
-        )
-        nxt = r["first_notified_at"] + plan[step][0] if step < len(plan) else None
+        channels, next_at = nxt
+        await _insert_outbox(c, r["firing_event_id"], fp, channels, "escalation", step, now)
         await c.execute(
             "UPDATE alerts SET escalation_step=%s, next_escalation_at=%s, updated_at=%s "
             "WHERE fingerprint=%s",
-            (step, nxt, now, r["fingerprint"]),
+            (step, next_at, now, fp),
         )
-        fired.append(EscalationFired(r["fingerprint"], step, channels))
+        fired.append(EscalationFired(fp, step, channels))
     return fired
 
 
@@ -662,39 +579,8 @@ async def _manual_resolve(c: Conn, fingerprint: str, who: str, now: float) -> bo
     r = await cur.fetchone()
     if r is None:
         return False
-    a = IncomingAlert(
-        fingerprint=fingerprint,
-        status="resolved",
-        starts_at=r["starts_at"],
-        ends_at=None,
-        labels=r["labels"],
-        annotations=r["annotations"],
-        generator_url=r["generator_url"],
-        severity=r["severity"],
-        channels=(),
-    )
-    await _ingest_one(c, a, now, "manual", who)
+    await _ingest_one(c, rows.manual_resolve_alert(r, _load), now, "manual", who)
     return True
-
-
-def _alert_dict(r: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: r[k]
-        for k in (
-            "fingerprint",
-            "status",
-            "severity",
-            "labels",
-            "annotations",
-            "starts_at",
-            "generator_url",
-            "first_notified_at",
-            "acked_by",
-            "acked_at",
-            "resolved_by",
-            "resolved_at",
-        )
-    }
 
 
 async def _active_alerts(c: Conn) -> list[dict[str, Any]]:
@@ -713,22 +599,7 @@ async def _active_alerts(c: Conn) -> list[dict[str, Any]]:
     deliveries: dict[int, list[dict[str, Any]]] = {}
     for x in await cur.fetchall():
         deliveries.setdefault(x.pop("event_id"), []).append(x)
-    out = []
-    for r in alerts:
-        d = _alert_dict(r)
-        plan = r["escalation"]
-        step = r["escalation_step"]
-        d["escalation"] = {
-            "step": step,
-            "steps": len(plan),
-            "next_at": r["next_escalation_at"],
-            "next_channels": plan[step][1]
-            if r["next_escalation_at"] is not None and step < len(plan)
-            else [],
-        }
-        d["deliveries"] = deliveries.get(r["firing_event_id"], [])
-        out.append(d)
-    return out
+    return [rows.active_alert(r, _load, deliveries.get(r["firing_event_id"], [])) for r in alerts]
 
 
 async def _history(c: Conn, since: float) -> dict[str, Any]:
@@ -739,14 +610,7 @@ async def _history(c: Conn, since: float) -> dict[str, Any]:
         "ORDER BY a.resolved_at DESC LIMIT 1000",
         (since,),
     )
-    resolved = []
-    for r in await cur.fetchall():
-        d = _alert_dict(r)
-        t0 = r["first_notified_at"]
-        d["time_to_ack_s"] = round(r["acked_at"] - t0, 3) if r["acked_at"] else None
-        d["time_to_resolve_s"] = round(r["resolved_at"] - t0, 3)
-        d["resolved_manually"] = bool(r["manual"])  # else Alertmanager sent `resolved`
-        resolved.append(d)
+    resolved = [rows.resolved_alert(r, _load) for r in await cur.fetchall()]
     cur = await c.execute(
         "SELECT channel, count(*) FILTER (WHERE state='sent') AS sent, "
         "count(*) FILTER (WHERE state='dead') AS dead, "

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from . import rows
 from .base import Delivery, EscalationFired, IncomingAlert, IngestResult, StoreError
 
 MIGRATIONS = [
@@ -56,6 +57,11 @@ MIGRATIONS = [
 def _j(v: Any) -> str:
     # orjson: the labels/annotations of every alert are serialised on the single writer thread
     return orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _load(v: str | None) -> Any:
+    # JSON columns are text here; NULL (a LEFT JOIN without a match) stays None
+    return json.loads(v) if v else None
 
 
 class SQLiteStore:
@@ -177,36 +183,38 @@ class SQLiteStore:
     ) -> list[Delivery]:
         return await self._call(_claim_due, worker, now, limit, lease_s)
 
-    async def mark_sent(self, delivery_id: int, now: float) -> None:
+    async def _release(self, delivery_id: int, sets: str, params: tuple[Any, ...]) -> None:
+        """End a claim: `sets` (constant SQL of the caller) plus dropping the lease."""
         await self._call(
             _exec,
-            "UPDATE outbox SET state='sent', attempts=attempts+1, finished_at=?, "
-            "lease_owner=NULL, lease_until=NULL, last_error=NULL WHERE id=?",
-            (now, delivery_id),
+            # only the constant strings of the four methods below are spliced in
+            f"UPDATE outbox SET {sets}, lease_owner=NULL, lease_until=NULL WHERE id=?",  # noqa: S608
+            (*params, delivery_id),
+        )
+
+    async def mark_sent(self, delivery_id: int, now: float) -> None:
+        await self._release(
+            delivery_id,
+            "state='sent', attempts=attempts+1, finished_at=?, last_error=NULL",
+            (now,),
         )
 
     async def mark_failed(self, delivery_id: int, error: str, next_attempt_at: float) -> None:
-        await self._call(
-            _exec,
-            "UPDATE outbox SET state='pending', attempts=attempts+1, last_error=?, "
-            "next_attempt_at=?, lease_owner=NULL, lease_until=NULL WHERE id=?",
-            (error, next_attempt_at, delivery_id),
+        await self._release(
+            delivery_id,
+            "state='pending', attempts=attempts+1, last_error=?, next_attempt_at=?",
+            (error, next_attempt_at),
         )
 
     async def mark_dead(self, delivery_id: int, error: str, now: float) -> None:
-        await self._call(
-            _exec,
-            "UPDATE outbox SET state='dead', attempts=attempts+1, last_error=?, "
-            "finished_at=?, lease_owner=NULL, lease_until=NULL WHERE id=?",
-            (error, now, delivery_id),
+        await self._release(
+            delivery_id,
+            "state='dead', attempts=attempts+1, last_error=?, finished_at=?",
+            (error, now),
         )
 
     async def hold(self, delivery_id: int, now: float) -> None:
-        await self._call(
-            _exec,
-            "UPDATE outbox SET state='held', lease_owner=NULL, lease_until=NULL WHERE id=?",
-            (delivery_id,),
-        )
+        await self._release(delivery_id, "state='held'", ())
 
     async def take_token(self, channel: str, now: float, rate_per_s: float, burst: int) -> bool:
         return await self._call(_take_token, channel, now, rate_per_s, burst)
@@ -287,15 +295,7 @@ def _insert_outbox(
 
 
 def _ingest(c: sqlite3.Connection, alerts: list[IncomingAlert], now: float) -> IngestResult:
-    res = IngestResult()
-    for a in alerts:
-        n = _ingest_one(c, a, now, "webhook", None)
-        if n is None:
-            res.duplicates.append(a)
-        else:
-            res.accepted.append(a)
-            res.deliveries += n
-    return res
+    return rows.ingest_result(alerts, [_ingest_one(c, a, now, "webhook", None) for a in alerts])
 
 
 def _ingest_one(
@@ -315,25 +315,13 @@ def _ingest_one(
         "annotations, "
         "generator_url, severity, external_url, source, received_at) VALUES "
         "(?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            a.fingerprint,
-            a.status,
-            a.starts_at,
-            a.ends_at,
-            _j(a.labels),
-            _j(a.annotations),
-            a.generator_url,
-            a.severity,
-            a.external_url,
-            source,
-            now,
-        ),
+        rows.event_params(a, source, now, _j),
     )
     if cur.rowcount == 0:
         return None
     event_id = cur.lastrowid
     if a.status == "firing":
-        plan = [[after, list(chs)] for after, chs in a.escalation]
+        plan, next_at = rows.escalation_plan(a, now)
         c.execute(
             "INSERT INTO alerts(fingerprint, status, severity, labels, annotations, starts_at, "
             "generator_url, firing_event_id, first_notified_at, updated_at, escalation, "
@@ -346,19 +334,7 @@ def _ingest_one(
             "acked_by=NULL, acked_at=NULL, resolved_by=NULL, resolved_at=NULL, "
             "escalation=excluded.escalation, escalation_step=0, "
             "next_escalation_at=excluded.next_escalation_at",
-            (
-                a.fingerprint,
-                a.severity,
-                _j(a.labels),
-                _j(a.annotations),
-                a.starts_at,
-                a.generator_url,
-                event_id,
-                now,
-                now,
-                _j(plan),
-                (now + plan[0][0]) if plan else None,
-            ),
+            rows.firing_alert_params(a, event_id, now, plan, next_at, _j),
         )
         return _insert_outbox(c, event_id, a.fingerprint, a.channels, "firing", 0, now)
 
@@ -385,47 +361,15 @@ def _ingest_one(
         "ON CONFLICT(fingerprint) DO UPDATE SET status='resolved', updated_at=excluded.updated_at, "
         "resolved_by=excluded.resolved_by, resolved_at=excluded.resolved_at, "
         "next_escalation_at=NULL",
-        (
-            a.fingerprint,
-            a.severity,
-            _j(a.labels),
-            _j(a.annotations),
-            a.starts_at,
-            a.generator_url,
-            now,
-            now,
-            who or "alertmanager",
-            now,
-        ),
+        rows.resolved_alert_params(a, who, now, _j),
     )
     return _insert_outbox(c, event_id, a.fingerprint, channels, "resolved", 0, now)
-
-
-def _delivery(r: sqlite3.Row) -> Delivery:
-    return Delivery(
-        id=r["id"],
-        channel=r["channel"],
-        kind=r["kind"],
-        step=r["step"],
-        attempts=r["attempts"],
-        created_at=r["created_at"],
-        fingerprint=r["fingerprint"],
-        status=r["status"] or "",
-        severity=r["severity"] or "unknown",
-        labels=json.loads(r["labels"] or "{}"),
-        annotations=json.loads(r["annotations"] or "{}"),
-        starts_at=r["starts_at"] or "",
-        generator_url=r["generator_url"],
-        external_url=r["external_url"],
-        resolved_by=r["resolved_by"] if r["source"] == "manual" else None,
-        digest=json.loads(r["payload"]) if r["payload"] else None,
-    )
 
 
 def _claim_due(
     c: sqlite3.Connection, worker: str, now: float, limit: int, lease_s: float
 ) -> list[Delivery]:
-    rows = c.execute(
+    found = c.execute(
         "SELECT o.id, o.channel, o.kind, o.step, o.attempts, o.created_at, o.fingerprint, "
         "o.payload, e.status, e.severity, e.labels, e.annotations, e.starts_at, e.generator_url, "
         "e.external_url, e.source, a.resolved_by "
@@ -441,19 +385,16 @@ def _claim_due(
     ).fetchall()
     c.executemany(
         "UPDATE outbox SET state='sending', lease_owner=?, lease_until=? WHERE id=?",
-        [(worker, now + lease_s, r["id"]) for r in rows],
+        [(worker, now + lease_s, r["id"]) for r in found],
     )
-    return [_delivery(r) for r in rows]
+    return [rows.delivery(r, _load) for r in found]
 
 
 def _take_token(c: sqlite3.Connection, channel: str, now: float, rate: float, burst: int) -> bool:
     row = c.execute("SELECT tokens, updated_at FROM buckets WHERE channel=?", (channel,)).fetchone()
-    tokens = (
-        float(burst) if row is None else min(float(burst), row[0] + max(0.0, now - row[1]) * rate)
-    )
-    ok = tokens >= 1.0
-    if ok:
-        tokens -= 1.0
+    # a new bucket starts full
+    tokens, updated_at = (float(burst), now) if row is None else (row[0], row[1])
+    ok, tokens = rows.take_token(tokens, updated_at, now, rate, burst)
     c.execute(
         "INSERT INTO buckets(channel, tokens, updated_at) VALUES (?,?,?) ON CONFLICT(channel) "
         "DO UPDATE SET tokens=excluded.tokens, updated_at=excluded.updated_at",
@@ -463,74 +404,52 @@ def _take_token(c: sqlite3.Connection, channel: str, now: float, rate: float, bu
 
 
 def _make_digest(c: sqlite3.Connection, channel: str, now: float) -> int | None:
-    rows = c.execute(
+    held = c.execute(
         "SELECT o.id, o.kind, o.step, o.created_at, o.fingerprint, o.payload, e.status, "
         "e.severity, "
         "e.labels, e.annotations FROM outbox o LEFT JOIN events e ON e.id = o.event_id "
         "WHERE o.channel=? AND o.state='held' ORDER BY o.id",
         (channel,),
     ).fetchall()
-    if not rows:
+    if not held:
         return None
-    items: list[dict[str, Any]] = []
-    for r in rows:
-        if r["payload"]:  # a held digest (cannot happen today, but never drop anything)
-            items.extend(json.loads(r["payload"]))
-            continue
-        labels = json.loads(r["labels"] or "{}")
-        ann = json.loads(r["annotations"] or "{}")
-        items.append(
-            {
-                "fingerprint": r["fingerprint"],
-                "kind": r["kind"],
-                "step": r["step"],
-                "status": r["status"],
-                "severity": r["severity"],
-                "labels": labels,
-                "summary": ann.get("summary", ""),
-                "at": r["created_at"],
-            }
-        )
     cur = c.execute(
         "INSERT INTO outbox(event_id, fingerprint, channel, kind, step, created_at, "
         "next_attempt_at, payload) "
         "VALUES (NULL, '', ?, 'digest', 0, ?, ?, ?)",
-        (channel, min(r["created_at"] for r in rows), now, _j(items)),
+        (channel, min(r["created_at"] for r in held), now, _j(rows.digest_items(held, _load))),
     )
     digest_id = cur.lastrowid
     c.executemany(
         "UPDATE outbox SET state='digested', digest_id=?, finished_at=? WHERE id=?",
-        [(digest_id, now, r["id"]) for r in rows],
+        [(digest_id, now, r["id"]) for r in held],
     )
     return digest_id
 
 
 def _fire_due_escalations(c: sqlite3.Connection, now: float, limit: int) -> list[EscalationFired]:
     fired = []
-    rows = c.execute(
+    due = c.execute(
         "SELECT fingerprint, escalation, escalation_step, first_notified_at, firing_event_id FROM "
         "alerts "
         "WHERE status='firing' AND acked_at IS NULL AND next_escalation_at <= ? "
         "ORDER BY next_escalation_at LIMIT ?",
         (now, limit),
     ).fetchall()
-    for r in rows:
-        plan = json.loads(r["escalation"])
-        step = r["escalation_step"] + 1
-        if step > len(plan):
-            c.execute(
-                "UPDATE alerts SET next_escalation_at=NULL WHERE fingerprint=?", (r["fingerprint"],)
-            )
+    for r in due:
+        fp, step = r["fingerprint"], r["escalation_step"] + 1
+        nxt = rows.next_escalation(_load(r["escalation"]), step, r["first_notified_at"])
+        if nxt is None:
+            c.execute("UPDATE alerts SET next_escalation_at=NULL WHERE fingerprint=?", (fp,))
             continue
-        channels = tuple(plan[step - 1][1])
-        _insert_outbox(c, r["firing_event_id"], r["fingerprint"], channels, "escalation", step, now)
-        nxt = r["first_notified_at"] + plan[step][0] if step < len(plan) else None
+        channels, next_at = nxt
+        _insert_outbox(c, r["firing_event_id"], fp, channels, "escalation", step, now)
         c.execute(
             "UPDATE alerts SET escalation_step=?, next_escalation_at=?, updated_at=? WHERE "
             "fingerprint=?",
-            (step, nxt, now, r["fingerprint"]),
+            (step, next_at, now, fp),
         )
-        fired.append(EscalationFired(r["fingerprint"], step, channels))
+        fired.append(EscalationFired(fp, step, channels))
     return fired
 
 
@@ -549,36 +468,8 @@ def _manual_resolve(c: sqlite3.Connection, fingerprint: str, who: str, now: floa
     ).fetchone()
     if r is None:
         return False
-    a = IncomingAlert(
-        fingerprint=fingerprint,
-        status="resolved",
-        starts_at=r["starts_at"],
-        ends_at=None,
-        labels=json.loads(r["labels"]),
-        annotations=json.loads(r["annotations"]),
-        generator_url=r["generator_url"],
-        severity=r["severity"],
-        channels=(),
-    )
-    _ingest_one(c, a, now, "manual", who)
+    _ingest_one(c, rows.manual_resolve_alert(r, _load), now, "manual", who)
     return True
-
-
-def _alert_dict(r: sqlite3.Row) -> dict[str, Any]:
-    return {
-        "fingerprint": r["fingerprint"],
-        "status": r["status"],
-        "severity": r["severity"],
-        "labels": json.loads(r["labels"]),
-        "annotations": json.loads(r["annotations"]),
-        "starts_at": r["starts_at"],
-        "generator_url": r["generator_url"],
-        "first_notified_at": r["first_notified_at"],
-        "acked_by": r["acked_by"],
-        "acked_at": r["acked_at"],
-        "resolved_by": r["resolved_by"],
-        "resolved_at": r["resolved_at"],
-    }
 
 
 def _active_alerts(c: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -587,17 +478,7 @@ def _active_alerts(c: sqlite3.Connection) -> list[dict[str, Any]]:
         "SELECT * FROM alerts WHERE status='firing' ORDER BY CASE severity WHEN 'critical' THEN 0 "
         "WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END, first_notified_at"
     ):
-        d = _alert_dict(r)
-        plan = json.loads(r["escalation"])
-        d["escalation"] = {
-            "step": r["escalation_step"],
-            "steps": len(plan),
-            "next_at": r["next_escalation_at"],
-            "next_channels": plan[r["escalation_step"]][1]
-            if r["next_escalation_at"] is not None and r["escalation_step"] < len(plan)
-            else [],
-        }
-        d["deliveries"] = [
+        deliveries = [
             dict(x)
             for x in c.execute(
                 "SELECT channel, kind, step, state, attempts, last_error AS error, finished_at "
@@ -606,25 +487,21 @@ def _active_alerts(c: sqlite3.Connection) -> list[dict[str, Any]]:
                 (r["firing_event_id"],),
             )
         ]
-        out.append(d)
+        out.append(rows.active_alert(r, _load, deliveries))
     return out
 
 
 def _history(c: sqlite3.Connection, since: float) -> dict[str, Any]:
-    resolved = []
-    for r in c.execute(
-        "SELECT a.*, EXISTS(SELECT 1 FROM events e WHERE e.fingerprint=a.fingerprint AND "
-        "e.status='resolved' AND e.starts_at=a.starts_at AND e.source='manual') AS manual "
-        "FROM alerts a WHERE a.status='resolved' AND a.resolved_at >= ? "
-        "ORDER BY a.resolved_at DESC LIMIT 1000",
-        (since,),
-    ):
-        d = _alert_dict(r)
-        t0 = r["first_notified_at"]
-        d["time_to_ack_s"] = round(r["acked_at"] - t0, 3) if r["acked_at"] else None
-        d["time_to_resolve_s"] = round(r["resolved_at"] - t0, 3)
-        d["resolved_manually"] = bool(r["manual"])  # else Alertmanager sent `resolved`
-        resolved.append(d)
+    resolved = [
+        rows.resolved_alert(r, _load)
+        for r in c.execute(
+            "SELECT a.*, EXISTS(SELECT 1 FROM events e WHERE e.fingerprint=a.fingerprint AND "
+            "e.status='resolved' AND e.starts_at=a.starts_at AND e.source='manual') AS manual "
+            "FROM alerts a WHERE a.status='resolved' AND a.resolved_at >= ? "
+            "ORDER BY a.resolved_at DESC LIMIT 1000",
+            (since,),
+        )
+    ]
     channels = [
         dict(x)
         for x in c.execute(

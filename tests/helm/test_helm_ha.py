@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,11 @@ import pytest
 from aiohttp import web
 from helmkit import RELEASE, ROOT, one
 
+# the PostgreSQL harness and the receiver tests' helpers
 sys.path.insert(0, str(ROOT / "tests" / "postgres"))
+sys.path.insert(0, str(ROOT / "tests" / "receiver"))
 import pg_harness
+from rcv_helpers import free_port, ready
 
 EXE = Path(sys.executable).parent / "tailpage-receiver"
 RECEIVER = f"{RELEASE}-tailpage-receiver"
@@ -29,11 +33,8 @@ PAYLOAD = ROOT / "tests" / "receiver" / "payloads" / "firing.json"
 
 
 @pytest.fixture(scope="module")
-def pg_server():
-    if not pg_harness.available():
-        pytest.fail("PostgreSQL 15 (Debian package postgresql) is required for these tests")
-    yield pg_harness.acquire()
-    pg_harness.release()
+def pg_server() -> Iterator[pg_harness.PgServer]:
+    yield from pg_harness.serve()
 
 
 def mount(docs: list[dict[str, Any]], root: Path, password: str) -> Path:
@@ -48,29 +49,6 @@ def mount(docs: list[dict[str, Any]], root: Path, password: str) -> Path:
     path = root / "receiver.yaml"
     path.write_text(text.replace("/etc/tailpage/", f"{root}/"))
     return path
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def _ready(port: int, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    async with aiohttp.ClientSession() as s:
-        while True:
-            try:
-                async with s.get(f"http://127.0.0.1:{port}/-/ready") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"receiver did not start: {log.read_text()[-2000:]}")
-            await asyncio.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -88,7 +66,7 @@ async def test_two_replicas_from_the_charts_config_share_one_database(
     app.router.add_post("/slack", channel)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    sink_port = _free_port()
+    sink_port = free_port()
     await web.TCPSite(runner, "127.0.0.1", sink_port).start()
 
     db = pg_server.create_database()
@@ -113,14 +91,14 @@ async def test_two_replicas_from_the_charts_config_share_one_database(
     procs, ports, logs = [], [], []
     try:
         for n in range(2):
-            ports.append(_free_port())
+            ports.append(free_port())
             logs.append(tmp_path / f"r{n}.log")
             with logs[-1].open("wb") as out:
                 procs.append(subprocess.Popen(
                     [str(EXE), "run", "--config", str(config), "--listen",
                      f"127.0.0.1:{ports[-1]}"],
                     stdout=out, stderr=subprocess.STDOUT, env=env))
-        await asyncio.gather(*(_ready(p, pr, lg) for p, pr, lg in zip(ports, procs, logs,
+        await asyncio.gather(*(ready(p, pr, log=lg) for p, pr, lg in zip(ports, procs, logs,
                                                                      strict=True)))
         body = json.loads(PAYLOAD.read_text())
         async with aiohttp.ClientSession(

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import pg_harness
 import pytest
 from pg_harness import PgServer
 
+# the receiver tests' helpers (rcv_helpers) serve these tests too
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "receiver"))
+
 
 @pytest.fixture(scope="session")
-def pg_server():
-    if not pg_harness.available():
-        pytest.fail("PostgreSQL 15 (Debian package postgresql) is required for these tests")
-    yield pg_harness.acquire()
-    pg_harness.release()
+def pg_server() -> Iterator[PgServer]:
+    yield from pg_harness.serve()
 
 
 @pytest.fixture

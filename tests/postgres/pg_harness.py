@@ -22,9 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 
 
 def _pg_bin() -> Path:
@@ -223,6 +225,15 @@ def release() -> None:
     if _users == 0 and _shared is not None:
         _shared.stop()
         _shared = None
+
+
+def serve() -> Iterator[PgServer]:
+    """The body of each suite's session fixture `pg_server`: the shared server, or a failure
+    (not a skip) where PostgreSQL is missing, since CI installs it and must run these tests."""
+    if not available():
+        pytest.fail("PostgreSQL 15 (Debian package postgresql) is required for these tests")
+    yield acquire()
+    release()
 
 
 def wait_closed(server: PgServer, db: str, timeout: float = 10.0) -> None:

@@ -28,6 +28,7 @@ import pytest
 import yaml
 from aiohttp import web
 from pg_harness import PgServer
+from rcv_helpers import free_port, ready  # tests/receiver (conftest puts it on sys.path)
 
 RECEIVER = Path(sys.executable).parent / "tailpage-receiver"
 PAYLOADS = Path(__file__).parent.parent / "receiver" / "payloads"
@@ -70,14 +71,6 @@ class StandIn:
 
     def delivered(self, channel: str) -> Counter[str]:
         return Counter(fp for _, ch, fp in self.completed if ch == channel)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def replica_config(tmp: Path, name: str, server: PgServer, db: str, standin: StandIn) -> Path:
@@ -124,21 +117,6 @@ def start(cfg: Path, port: int, log: Path, env: dict[str, str]) -> subprocess.Po
         )
 
 
-async def ready(port: int, proc: subprocess.Popen, log: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as s:
-        while True:
-            try:
-                async with s.get(f"http://127.0.0.1:{port}/-/ready") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"receiver did not start: {log.read_text()[-2000:]}")
-            await asyncio.sleep(0.05)
-
-
 def webhook(j: int) -> dict:
     """A real captured Alertmanager payload carrying PER_WEBHOOK distinct alerts."""
     body = json.loads((PAYLOADS / "firing.json").read_text())
@@ -161,14 +139,14 @@ async def test_sigkill_one_replica_mid_burst_survivor_delivers_each_alert_once(
     env = {**os.environ, "HA_TEST_PGPASSWORD": pg_server.password}
     procs, ports, logs = {}, {}, {}
     for name in ("a", "b"):
-        ports[name], logs[name] = _free_port(), tmp_path / f"{name}.log"
+        ports[name], logs[name] = free_port(), tmp_path / f"{name}.log"
         cfg = replica_config(tmp_path, name, pg_server, pg_db, standin)
         procs[name] = start(cfg, ports[name], logs[name], env)
     accepted: dict[str, set[str]] = {"a": set(), "b": set()}
     duplicates = 0
     kill_state: dict = {}
     try:
-        await asyncio.gather(*(ready(ports[n], procs[n], logs[n]) for n in ("a", "b")))
+        await asyncio.gather(*(ready(ports[n], procs[n], log=logs[n]) for n in ("a", "b")))
 
         async def post(session: aiohttp.ClientSession, name: str, j: int) -> None:
             nonlocal duplicates

@@ -4,22 +4,18 @@ replicas would have) on one real database, racing for real on separate connectio
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 from pg_harness import PgServer
 from psycopg import sql
+from rcv_helpers import AUTH, Sink, base_config, one_alert, wait_for  # tests/receiver (conftest)
 
 from receiver import config as config_mod
 from receiver.app import build_app
 from receiver.store import IncomingAlert, StoreError
 from receiver.store.postgresql import PostgreSQLStore
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "receiver"))
-from rcv_helpers import AUTH, Sink, base_config, one_alert, wait_for
 
 
 def _alert(fp: str, status: str = "firing", channels=("slack", "sms"), escalation=()):
@@ -127,12 +123,16 @@ async def test_rate_limit_and_digest_hold_across_replicas(replicas):
     assert digest.id == made[0] and len(digest.digest) == 12
 
 
-async def test_intake_answers_503_when_the_database_cannot_commit(pg_server, pg_db, aiohttp_client):
-    sink = Sink()
-    await sink.start()
+async def _receiver(aiohttp_client, dsn: str, timeout_s: float):
+    """A receiver app (real HTTP on loopback) on this database; its channels post to a Sink."""
+    sink = await Sink().start()
     cfg = config_mod.from_dict(base_config(sink), "test.yml")
-    store = PostgreSQLStore(pg_server.dsn(pg_db), timeout_s=0.5)
-    client = await aiohttp_client(build_app(cfg, store=store))
+    store = PostgreSQLStore(dsn, timeout_s=timeout_s)
+    return sink, await aiohttp_client(build_app(cfg, store=store))
+
+
+async def test_intake_answers_503_when_the_database_cannot_commit(pg_server, pg_db, aiohttp_client):
+    sink, client = await _receiver(aiohttp_client, pg_server.dsn(pg_db), timeout_s=0.5)
     try:
         # another session holds the events table: the intake's lock_timeout runs out
         with psycopg.connect(pg_server.dsn(pg_db)) as blocker:
@@ -209,11 +209,7 @@ async def test_database_restart_answers_503_then_recovers(pg_server, pg_db, aioh
     """PostgreSQL crashes (or fails over) under a running receiver: webhooks get 503 and
     readiness fails while it is gone; afterwards the same pool serves again without a restart
     of the receiver, and nothing is notified twice."""
-    sink = Sink()
-    await sink.start()
-    cfg = config_mod.from_dict(base_config(sink), "test.yml")
-    store = PostgreSQLStore(pg_server.dsn(pg_db), timeout_s=1.0)
-    client = await aiohttp_client(build_app(cfg, store=store))
+    sink, client = await _receiver(aiohttp_client, pg_server.dsn(pg_db), timeout_s=1.0)
     try:
         assert (await client.post("/alerts", json=one_alert("r1"), headers=AUTH)).status == 200
         await wait_for(lambda: len(sink.to("slack")) == 1, what="first delivery")

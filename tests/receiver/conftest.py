@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,12 +26,9 @@ def backend(request) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server():
+def pg_server() -> Iterator[pg_harness.PgServer]:
     """A real PostgreSQL server (initdb, pg_ctl, loopback), started only when a test needs it."""
-    if not pg_harness.available():
-        pytest.fail("PostgreSQL 15 (Debian package postgresql) is required for these tests")
-    yield pg_harness.acquire()
-    pg_harness.release()
+    yield from pg_harness.serve()
 
 
 @pytest.fixture

@@ -145,7 +145,10 @@ def start(
         return subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
 
 
-async def ready(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+async def ready(
+    port: int, proc: subprocess.Popen, timeout: float = 30, log: Path | None = None
+) -> None:
+    """Wait for /-/ready; on failure the tail of `log` (the process's output) says why."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
         while True:
@@ -156,7 +159,8 @@ async def ready(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
             except aiohttp.ClientError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"receiver did not start (exit {proc.poll()})")
+                tail = f": {log.read_text()[-2000:]}" if log is not None else ""
+                raise AssertionError(f"receiver did not start (exit {proc.poll()}){tail}")
             await asyncio.sleep(0.05)
 
 
