@@ -1,5 +1,5 @@
-"""Helpers shared by the live-mode tests (tail, server, run, cli): a real line-splitting Source to
-feed the tailer, polling with a generous deadline, and exposition text parsed into samples."""
+"""Helpers shared by the exporter tests: a real line-splitting Source to feed the tailer, polling
+with a generous deadline, and exposition text (or a pipeline's metrics) read back as samples."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import time
 from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.expose import render
+from exporter.pipeline import Pipeline
 
 DEADLINE = 15.0  # seconds; generous, the CI machine is small and shared
 
@@ -53,7 +56,28 @@ async def until(cond: Callable[[], object], what: str, timeout: float = DEADLINE
         await asyncio.sleep(0.01)
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(text: str) -> Samples:
     """Prometheus text exposition as {(sample name, sorted labels): value}."""
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def metrics(pipe: Pipeline) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """name -> {sorted label pairs: value}, read back from the pipeline's rendered exposition."""
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for (name, labels), value in samples(render(pipe.registry, False).decode()).items():
+        out.setdefault(name, {})[labels] = value
+    return out
+
+
+def levels(pipe: Pipeline) -> dict[str, float]:
+    return {dict(k)["level"]: v for k, v in metrics(pipe)["tailpage_log_lines_total"].items()
+            if v}
+
+
+def failures(pipe: Pipeline) -> dict[str, float]:
+    return {dict(k)["reason"]: v
+            for k, v in metrics(pipe).get("tailpage_exporter_parse_failures_total", {}).items()}

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from exporter_helpers import failures, levels, metrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config, decode
-from exporter.expose import render
 from exporter.pipeline import Pipeline
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -40,24 +40,6 @@ def feed(pipe: Pipeline, path: str, data: bytes, step: int | None = None) -> str
     return src.fmt
 
 
-def metrics(pipe: Pipeline) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    """name -> {sorted label pairs: value}, read back from the rendered exposition."""
-    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    text = render(pipe.registry, False).decode()
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-    return out
-
-
-def levels(pipe: Pipeline) -> dict[str, float]:
-    return {dict(k)["level"]: v for k, v in metrics(pipe)["tailpage_log_lines_total"].items()
-            if v}
-
-
-def failures(pipe: Pipeline) -> dict[str, float]:
-    return {dict(k)["reason"]: v
-            for k, v in metrics(pipe).get("tailpage_exporter_parse_failures_total", {}).items()}
 
 
 def error_types(pipe: Pipeline) -> dict[str, float]:

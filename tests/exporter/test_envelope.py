@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from exporter_helpers import failures, levels, metrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config, envelope
-from exporter.expose import render
 from exporter.pipeline import Pipeline
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -38,22 +38,6 @@ def feed(pipe: Pipeline, data: bytes, step: int | None = None, path: str = "pod.
     return src.fmt or ""
 
 
-def metrics(pipe: Pipeline) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for fam in text_string_to_metric_families(render(pipe.registry, False).decode()):
-        for s in fam.samples:
-            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-    return out
-
-
-def levels(pipe: Pipeline) -> dict[str, float]:
-    return {dict(k)["level"]: v for k, v in metrics(pipe)["tailpage_log_lines_total"].items()
-            if v}
-
-
-def failures(pipe: Pipeline) -> dict[str, float]:
-    return {dict(k)["reason"]: v
-            for k, v in metrics(pipe).get("tailpage_exporter_parse_failures_total", {}).items()}
 
 
 def errors(pipe: Pipeline) -> set[tuple[str, str]]:

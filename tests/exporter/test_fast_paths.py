@@ -11,13 +11,12 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from exporter_helpers import Samples, samples
 
 from exporter import config
 from exporter.expose import render
 from exporter.pipeline import Pipeline
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 COMPONENTS = ["api", "pay", "db"]
 TYPES = ["TimeoutError", "KeyError", "PaymentDeclined", "ValueError"]
 
@@ -47,9 +46,7 @@ def run(data: bytes, step: int, **cfg: Any) -> Samples:
     for i in range(0, len(data), step):
         src.feed(data[i:i + step])
     src.flush()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(render(pipe.registry, False).decode())
-            for s in fam.samples}
+    return samples(render(pipe.registry, False).decode())
 
 
 def without_failures(ss: Samples) -> Samples:

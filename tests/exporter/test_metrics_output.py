@@ -7,18 +7,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from exporter_helpers import Samples, samples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as om_families,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config
 from exporter.expose import render
 from exporter.pipeline import Pipeline
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def pipeline(cfg: dict[str, Any] | None = None) -> Pipeline:
@@ -33,11 +31,6 @@ def run(data: bytes, cfg: dict[str, Any] | None = None, chunk: int | None = None
         src.feed(data[i:i + step])
     src.flush()
     return samples(render(pipe.registry, False).decode())
-
-
-def samples(text: str) -> Samples:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
 def pick(ss: Samples, name: str, **labels: str) -> float:
