@@ -55,7 +55,7 @@ class Histograms:
     def __init__(self, name: str, buckets: Sequence[float], limit: int, free: Sequence[int],
                  dropped: dict[str, float]):
         self.name, self.limit, self.free, self.dropped = name, limit, tuple(free), dropped
-        self.buckets = sorted(buckets)
+        self.buckets = tuple(sorted(buckets))
         self.values: dict[Key, list[float]] = {}
 
     def slot(self, key: Key) -> list[float]:

@@ -269,8 +269,12 @@ class Rules:
         return m
 
     def decide(self, f: Facts) -> Decision:
-        m = (self.level_mask.get(f.level, 0) & self._mask(0, f.text)
-             & self._mask(1, f.error_type) & self._mask(2, f.component))
+        c0, c1, c2 = self._caches  # hits looked up inline: this runs for every error line
+        m0, m1, m2 = c0.get(f.text), c1.get(f.error_type), c2.get(f.component)
+        m = (self.level_mask.get(f.level, 0)
+             & (self._mask(0, f.text) if m0 is None else m0)
+             & (self._mask(1, f.error_type) if m1 is None else m1)
+             & (self._mask(2, f.component) if m2 is None else m2))
         d = f.duration
         for bit, over in self.dur:
             if d is None or d <= over:

@@ -26,13 +26,13 @@ class DecodeFailure(ValueError):
         self.reason = reason
 
 
-_json = msgspec.json.Decoder()
+JSON = msgspec.json.Decoder()  # any JSON value; dicts for objects
 
 
 def json_dict(line: bytes) -> dict[str, Any]:
     """Full decode for explain and the slow path; raises DecodeFailure with a reason."""
     try:
-        obj = _json.decode(line)
+        obj = JSON.decode(line)
     except UnicodeDecodeError:
         raise DecodeFailure("invalid_utf8") from None
     except RecursionError:

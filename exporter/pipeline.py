@@ -17,15 +17,15 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import attrgetter
-from typing import Any
+from operator import attrgetter, itemgetter
+from typing import Any, NamedTuple
 
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from exporter import decode, envelope, fingerprint, levels
-from exporter.aggregate import Aggregate, Bounded, Histograms
-from exporter.classify import Facts, Match, Rules, to_seconds, type_from_stack
+from exporter import _tally, decode, envelope, fingerprint, levels
+from exporter.aggregate import Aggregate, Bounded, Histograms, Key
+from exporter.classify import Decision, Facts, Match, Rules, to_seconds, type_from_stack
 from exporter.config import Config
 from exporter.expose import LineCollector
 from exporter.presets import PRESETS, Preset, detect
@@ -79,6 +79,15 @@ def _dict_first(paths: list[str]) -> Callable[[dict[str, Any]], Any]:
                 return v
         return None
     return first
+
+
+class Outcome(NamedTuple):
+    """What an error line adds to, before the series limits."""
+
+    errors: Key  # tailpage_errors_total
+    fingerprint: str
+    by_fingerprint: Key  # tailpage_errors_by_fingerprint_total
+    new: Key  # tailpage_error_fingerprints_new_total, on a first sighting
 
 
 @dataclass
@@ -143,18 +152,23 @@ class Extractor:
             g = {k: _dict_first(list(dict.fromkeys(ps))) for k, ps in roles.items()}
         self.level, self.component = g["level"], g["component"]
         if self.full:
-            self.message, self.error_type = g["message"], g["error_type"]
-            self.error_message, self.stack, self.trace_id = (g["error_message"], g["stack"],
-                                                             g["trace_id"])
+            self.roles = _roles(*(g[k] for k in _ROLES))
+            if not struct:
+                self.roles = _dict_roles([list(dict.fromkeys(pick[k])) for k in _ROLES],
+                                         self.roles)
         self.default_level = preset.default_level
         # (raw level, raw component) -> (level, component, its key, is error); per extractor
         # since a missing level means `info` for Serilog and `unknown` elsewhere
         self.lc_cache: dict[tuple[Any, Any], tuple[str, str, tuple[str], bool]] = {}
-        # the fast loop reads level and component with one C-level call per record
+        # record -> the cache's key; one C-level call per record when the file names its level
+        # and component with one plain key each (found in its first records)
         lc = [(self.level_paths if level else ()), (self.component_paths if component else ())]
-        self.level_comp: Callable[[Any], tuple[Any, Any]] | None = None
         if self.shape is not None and all(len(ps) == 1 and "." not in ps[0] for ps in lc):
-            self.level_comp = attrgetter(self.shape.attr[lc[0][0]], self.shape.attr[lc[1][0]])
+            self.lc: Callable[[Any], tuple[Any, Any]] = attrgetter(
+                self.shape.attr[lc[0][0]], self.shape.attr[lc[1][0]])
+        else:
+            g_level, g_comp = self.level, self.component
+            self.lc = lambda r: (g_level(r), g_comp(r))
         # the duration field this file's first records use is read first, inline in the fast
         # loop; the configured order applies when it is absent
         self.duration_first: tuple[Callable[[Any], Any], float, str] | None = None
@@ -181,6 +195,55 @@ class Extractor:
                     return to_seconds(v, unit)
             return None
         self.duration = duration
+
+
+_ROLES = ("message", "error_message", "error_type", "stack", "trace_id")
+Roles = tuple[Any, Any, Any, Any, Any]  # an error record's values for _ROLES
+
+
+def _roles(*getters: Callable[[Any], Any]) -> Callable[[Any], Roles]:
+    m, em, et, st, tr = getters
+    return lambda r: (m(r), em(r), et(r), st(r), tr(r))
+
+
+def _dict_roles(paths: list[list[str]], slow: Callable[[Any], Roles]) -> Callable[[Any], Roles]:
+    """Roles of a dict record: records of one shape (the same keys in the same order, as a
+    logger writes them) hold each role under the same candidate key, so its plan (the keys,
+    "" for a role none of whose candidates is there) fetches all five in one call. A record
+    with null under a planned key, or a shape where a dotted candidate is in play, takes the
+    candidate-by-candidate getters."""
+    plans: dict[tuple[str, ...], tuple[tuple[str, ...], int] | None] = {}
+
+    def plan(shape: tuple[str, ...]) -> tuple[tuple[str, ...], int] | None:
+        there = set(shape)
+        if "" in there:
+            return None
+        keys = []
+        for cands in paths:
+            for p in cands:
+                if "." in p:
+                    if p in there or p.split(".")[0] in there:
+                        return None
+                elif p in there:
+                    keys.append(p)
+                    break
+            else:
+                keys.append("")
+        return tuple(keys), keys.count("")
+
+    def roles(r: dict[str, Any]) -> Roles:
+        shape = tuple(r)
+        p = plans.get(shape, False)
+        if p is False:
+            if len(plans) >= _CACHE_MAX:
+                plans.clear()
+            p = plans[shape] = plan(shape)
+        if p is not None:
+            vals = tuple(map(r.get, p[0]))
+            if vals.count(None) == p[1]:
+                return vals  # type: ignore[return-value]
+        return slow(r)
+    return roles
 
 
 def _present(paths: tuple[str, ...], sample: list[dict[str, Any]]) -> tuple[str, ...] | None:
@@ -293,12 +356,8 @@ class Pipeline:
         v = fingerprint.scrub(str(raw), self.max_label)
         return v, (v,)
 
-    def records(self, ex: Extractor, recs: list[Any], lines: _Lines | None = None) -> None:
-        """Count lines and durations; classify errors. When `recs` are partial Structs (one per
-        line of `lines`), error lines are decoded again in full."""
-        if not ex.full:
-            self._records_fast(ex, recs, lines)  # type: ignore[arg-type]
-            return
+    def records(self, ex: Extractor, recs: list[Any]) -> None:
+        """Count lines and durations; classify errors (records holding every field)."""
         agg = self.agg
         counts = agg.lines
         lvl_cache = self._level_cache
@@ -329,56 +388,58 @@ class Pipeline:
             if user:
                 self._user(ex, r, level, comp[0], d)
 
-    def _records_fast(self, ex: Extractor, recs: list[Any], lines: _Lines) -> None:
-        """The hot loop (partial Structs, no user metrics): one cached lookup per distinct
-        (raw level, raw component) pair gives level, component label and whether it is an error;
-        the duration is read inline. Everything else happens only for error lines."""
-        agg = self.agg
-        counts = agg.lines
-        cache = ex.lc_cache
-        g_lc = ex.level_comp
-        if g_lc is None:
-            g_level, g_comp = ex.level, ex.component
-
-            def g_lc(r: Any) -> tuple[Any, Any]:
-                return g_level(r), g_comp(r)
-        g_dur = ex.duration
-        g_d, mul, unit = ex.duration_first or (_nothing, 1.0, "s")
-        # all duration fields in one C-level call: only when one is set is the ordered,
-        # unit-converting chain run
+    def records_fast(self, ex: Extractor, recs: list[Any], buf: bytes, start: int,
+                     end: int) -> bool:
+        """The hot loop over partial Structs, one per line of buf[start:end]; False, with
+        nothing counted, when they are not one per line. exporter._tally counts each record
+        whose (raw level, raw component) pair is cached and whose duration is a plain number;
+        the others (`odd`) are counted here one by one. Error lines are then decoded again in
+        full and classified, in line order (the last one's trace id is the exemplar)."""
+        g_d, mul, _ = ex.duration_first or (None, 1.0, "s")
         any_dur, no_dur = ex.duration_fields
-        hv = agg.durations.values
-        slot = agg.durations.slot
-        buckets = agg.durations.buckets
-        bisect = bisect_left
-        errors: list[tuple[int, str, str, float | None]] = []
-        for i, r in enumerate(recs):
-            lc = g_lc(r)
-            try:
-                level, comp, ckey, err = cache[lc]
-            except (KeyError, TypeError):  # new pair, or a dict/list where a name should be
-                level, comp, ckey, err = self._lc_entry(ex, lc)
-            counts[level] += 1
-            d = g_d(r)
-            if d is not None:
-                t = type(d)
-                d = d * mul if (t is float or t is int) and d >= 0 else to_seconds(d, unit)
-            elif any_dur(r) != no_dur:
-                d = g_dur(r)
-            if d is not None:
+        hist = self.agg.durations
+        groups, odd, errors = _tally.tally(recs, ex.lc, ex.lc_cache, g_d, mul,
+                                           None if any_dur is _nothing else any_dur, no_dur,
+                                           hist.buckets)
+        wanted = [e[0] for e in errors]
+        if odd:  # odd records may be errors too: their lines are picked as well
+            wanted = sorted(wanted + odd)
+        nlines, picked = _tally.lines(buf, start, end, wanted)
+        if nlines != len(recs):
+            return False
+        if odd:
+            line_at = dict(zip(wanted, picked, strict=True))
+            for i in odd:
+                self._record_fast(ex, recs[i], i, errors)
+            errors.sort(key=itemgetter(0))
+            picked = [line_at[e[0]] for e in errors]
+        counts = self.agg.lines
+        hv, slot = hist.values, hist.slot
+        for (level, _, ckey, _), n, bucket_counts, total in groups:
+            counts[level] += n
+            if bucket_counts is not None:
                 h = hv.get(ckey) or slot(ckey)
-                h[bisect(buckets, d)] += 1
-                h[-1] += d
-            if err:
-                errors.append((i, level, comp, d))
-        if errors:  # classified after the loop: no other state depends on them
-            full = self.extractor(ex.preset.name, False)
-            for i, level, comp, d in errors:
-                try:
-                    rec = decode.json_dict(lines.line(i))
-                except decode.DecodeFailure:  # decoded as a whole chunk: cannot happen
-                    continue
-                self.error(full, rec, level, comp, d)
+                for b, c in enumerate(bucket_counts):
+                    h[b] += c
+                h[-1] += total
+        if errors:
+            self.errors(ex.preset.name, errors, picked)
+        return True
+
+    def _record_fast(self, ex: Extractor, r: Any, i: int,
+                     errors: list[tuple[int, Any, float | None]]) -> None:
+        """One record exporter._tally left over: a new (level, component) pair, a duration
+        that is not a plain non-negative number, or another duration field than the first."""
+        try:
+            entry = ex.lc_cache[ex.lc(r)]
+        except (KeyError, TypeError):  # new pair, or a dict/list where a name should be
+            entry = self._lc_entry(ex, ex.lc(r))
+        self.agg.lines[entry[0]] += 1
+        d = ex.duration(r)
+        if d is not None:
+            self.agg.durations.observe(entry[2], d)
+        if entry[3]:
+            errors.append((i, entry, d))
 
     def _lc_entry(self, ex: Extractor, lc: tuple[Any, Any]) -> tuple[str, str, tuple[str], bool]:
         raw, craw = lc
@@ -411,18 +472,16 @@ class Pipeline:
             self._label_cache[raw] = comp
         return comp
 
-    def facts(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None) -> Facts:
-        msg = _text(ex.message(r))
-        errmsg = ex.error_message(r)
+    def facts(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None,
+              roles: Roles) -> Facts:
+        msg, errmsg, et, stack, _ = roles
+        msg = msg if type(msg) is str else _text(msg)
         text = f"{msg} {errmsg}" if isinstance(errmsg, str) and errmsg and errmsg != msg else msg
-        et = ex.error_type(r)
         etype = None
         if et is not None and not isinstance(et, dict | list | bool):
             etype = str(et)
-        if not etype:
-            stack = ex.stack(r)
-            if isinstance(stack, str):
-                etype = type_from_stack(stack)
+        if not etype and isinstance(stack, str):
+            etype = type_from_stack(stack)
         if not etype and isinstance(errmsg, str):
             etype = type_from_stack(errmsg) if ":" in errmsg.split("\n", 1)[0] else None
         if etype:
@@ -440,9 +499,32 @@ class Pipeline:
 
     def error(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None,
               detail: bool = False) -> dict[str, Any] | None:
-        f = self.facts(ex, r, level, comp, d)
+        roles = ex.roles(r)
+        f = self.facts(ex, r, level, comp, d, roles)
         dec = self.rules.decide(f)
-        etype = f.error_type
+        o = self._outcome(f, dec)
+        trace = roles[4]
+        key, bkey, new = self._count(o, trace)
+        if not detail:
+            return None
+        return {"facts": f, "decision": dec, "normalized": fingerprint.normalize(f.text),
+                "fingerprint": o.fingerprint, "error_labels": key, "fingerprint_labels": bkey,
+                "new": new, "trace_id": trace}
+
+    def errors(self, preset: str, errors: list[tuple[int, Any, float | None]],
+               lines: list[bytes]) -> None:
+        """The error lines of a fast chunk, in line order, decoded in one call."""
+        full = self.extractor(preset, False)
+        recs = decode.JSON.decode_lines(b"\n".join(lines))
+        roles, facts, decide = full.roles, self.facts, self.rules.decide
+        outcome, count = self._outcome, self._count
+        for (_, (level, comp, _, _), d), rec in zip(errors, recs, strict=True):
+            rs = roles(rec)
+            f = facts(full, rec, level, comp, d, rs)
+            count(outcome(f, decide(f)), rs[4])
+
+    def _outcome(self, f: Facts, dec: Decision) -> Outcome:
+        etype, comp = f.error_type, f.component
         norm = self._norm_cache.get(f.text)
         if norm is None:
             norm = fingerprint.normalize(f.text)
@@ -457,21 +539,20 @@ class Pipeline:
             if len(self._fp_cache) >= _CACHE_MAX:
                 self._fp_cache.clear()
             self._fp_cache[fkey] = fp
+        return Outcome((f.level, dec.severity, dec.category, comp, etype), fp, (fp, comp, etype),
+                       (dec.severity, dec.category, comp))
+
+    def _count(self, o: Outcome, trace: Any) -> tuple[Key, Key, bool]:
+        """One error line counted; its trace id (if any) becomes its series' exemplar."""
         agg = self.agg
-        key = agg.errors.add((level, dec.severity, dec.category, comp, etype))
-        trace = ex.trace_id(r)
-        if trace is not None and trace != "" and isinstance(trace, str | int) \
-                and not isinstance(trace, bool):
+        key = agg.errors.add(o.errors)
+        if (type(trace) is str and trace) or type(trace) is int:  # JSON gives exact types
             agg.exemplars[key] = (str(trace)[:64], time.time())
-        bkey = agg.by_fingerprint.add((fp, comp, etype))
-        new = self.seen.first_sighting(fp)
+        bkey = agg.by_fingerprint.add(o.by_fingerprint)
+        new = self.seen.first_sighting(o.fingerprint)
         if new:
-            agg.fingerprints_new.add((dec.severity, dec.category, comp))
-        if not detail:
-            return None
-        return {"facts": f, "decision": dec, "normalized": fingerprint.normalize(f.text),
-                "fingerprint": fp, "error_labels": key, "fingerprint_labels": bkey, "new": new,
-                "trace_id": trace}
+            agg.fingerprints_new.add(o.new)
+        return key, bkey, new
 
     def _user(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None) -> None:
         facts: Facts | None = None
@@ -479,7 +560,7 @@ class Pipeline:
             cfg = m.cfg
             if m.match is not None:
                 if facts is None:
-                    facts = self.facts(ex, r, level, comp, d)
+                    facts = self.facts(ex, r, level, comp, d, ex.roles(r))
                 if not m.match(facts):
                     continue
             labels = []
@@ -553,22 +634,6 @@ def _short_lines(buf: bytes, start: int, end: int, maxlen: int) -> bool:
             return False
         prev = j + 1
     return True
-
-
-class _Lines:
-    """Line i of a chunk (error lines are decoded again in full). The chunk is split only when
-    a line is first asked for: one C-level split costs less than a find per line up to it."""
-
-    __slots__ = ("buf", "end", "lines", "start")
-
-    def __init__(self, buf: bytes, start: int, end: int) -> None:
-        self.buf, self.start, self.end = buf, start, end
-        self.lines: list[bytes] | None = None
-
-    def line(self, i: int) -> bytes:
-        if self.lines is None:
-            self.lines = self.buf[self.start:self.end - 1].split(b"\n")
-        return self.lines[i]
 
 
 class Source:
@@ -680,15 +745,19 @@ class Source:
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 return False  # a bad line, not a missing duration: the narrow Struct stays
             self._narrow = None
-        # one record per line: msgspec also skips blank lines and reads two objects on one
-        # line, which the per-line path counts as invalid; it keeps error lines findable too.
         # msgspec skips the fields it does not read without checking their UTF-8:
         # checked here (free for ASCII) so a bad line counts as the per-line path does
-        if (records is None or len(recs) == records) and len(recs) == buf.count(
-                b"\n", start, end) and (buf.isascii() or decode.valid_utf8(view)):
-            self.pipe.records(ex, recs, _Lines(buf, start, end))
+        if (records is not None and len(recs) != records) or not (
+                buf.isascii() or decode.valid_utf8(view)):
+            return False
+        # one record per line: msgspec also skips blank lines and reads two objects on one
+        # line, which the per-line path counts as invalid; it keeps error lines findable too
+        if ex.full:
+            if len(recs) != buf.count(b"\n", start, end):
+                return False
+            self.pipe.records(ex, recs)
             return True
-        return False
+        return self.pipe.records_fast(ex, recs, buf, start, end)
 
     def _cri_lines(self, buf: bytes, start: int, end: int) -> bool:
         """CRI lines that are all whole (F) messages, with no partial of either stream pending:

@@ -60,8 +60,11 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def samples(text: str) -> Samples:
-    """Prometheus text exposition as {(sample name, sorted labels): value}."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+    """Prometheus text exposition as {(sample name, sorted labels): value}. A histogram's sum
+    is rounded to 12 significant digits: the order its values are added in (and so its last
+    bits) depends on how the file was read."""
+    return {(s.name, tuple(sorted(s.labels.items()))):
+            float(f"{s.value:.12g}") if s.name.endswith("_sum") else s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 

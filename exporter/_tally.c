@@ -1,0 +1,336 @@
+/* exporter._tally: the JSON fast path's per-line loop, in C.
+
+Why C and not Python: after msgspec has decoded a chunk into partial Structs, the Python loop
+over them (a (level, component) lookup, a duration read, a bucket search per line) took about
+0.45 us a line, over a third of `oneshot`'s time; issue 2's target (8x mtail on one core) needs
+it several times cheaper, and no library does this loop. The module makes no decision of its own:
+it counts the records whose (raw level, raw component) pair already has an entry in the
+pipeline's cache and whose duration is a plain non-negative number, and hands every other record
+back by index to exporter/pipeline.py, which treats it exactly as before (and fills the cache).
+
+tally(recs, level_comp, cache, duration, mul, any_duration, no_duration, buckets)
+    -> (groups, odd, errors)
+  recs          list of records (msgspec Structs)
+  level_comp    callable: record -> (raw level, raw component), the cache's key
+  cache         dict: key -> (level, component, component key, is_error)
+  duration      callable: record -> the duration field's value or None; None: no such field
+  mul           float: seconds per unit of that field
+  any_duration  callable: record -> value compared with no_duration; unequal means some other
+                duration field is set (then the record is odd), or None (no other fields)
+  buckets       tuple of float: the histogram's upper bounds, ascending
+  groups        list of (entry, lines, bucket counts or None, sum of seconds): per cache entry;
+                bucket counts are non-cumulative, +Inf last; None when no line had a duration
+  odd           list of indices of records left to the caller, in order
+  errors        list of (index, entry, seconds or None) of counted records whose entry is an
+                error, in order
+
+lines(buf, start, end, wanted) -> (count, picked)
+  count         newlines in buf[start:end]
+  picked        the lines (without their newline) at the ascending indices `wanted`
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+/* Distinct entries tallied per call: levels x components seen in one chunk. Records of
+   entries beyond it go back as odd, so a chunk of many components is slower, never wrong. */
+#define MAX_GROUPS 256
+
+typedef struct {
+    PyObject *entry; /* borrowed from the cache, which the loop does not change */
+    Py_ssize_t lines;
+    Py_ssize_t with_duration;
+    double sum;
+} Group;
+
+/* The bucket a value falls in: the number of bounds below it (bisect_left). */
+static Py_ssize_t
+bucket(const double *bounds, Py_ssize_t n, double v)
+{
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (bounds[mid] < v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* A duration as Python's loop takes it: an exact float or int, not negative (NaN is not).
+   1: *out set; 0: not such a number; -1: error set. */
+static int
+plain_seconds(PyObject *v, double mul, double *out)
+{
+    double d;
+    if (PyFloat_CheckExact(v)) {
+        d = PyFloat_AS_DOUBLE(v);
+    }
+    else if (PyLong_CheckExact(v)) { /* bool is a subclass, not exact: it is odd */
+        d = PyLong_AsDouble(v);
+        if (d == -1.0 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                return -1;
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    else {
+        return 0;
+    }
+    if (!(d >= 0))
+        return 0;
+    *out = d * mul;
+    return 1;
+}
+
+/* The cache entry for a record, borrowed; NULL with no error when the key is new or
+   unhashable (a dict where a name should be) or the entry is not a 4-tuple. */
+static PyObject *
+lookup(PyObject *cache, PyObject *key)
+{
+    PyObject *entry = PyDict_GetItemWithError(cache, key);
+    if (entry == NULL) {
+        if (PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_TypeError))
+            PyErr_Clear();
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4)
+        return NULL;
+    return entry;
+}
+
+static int
+append_new(PyObject *list, PyObject *item)
+{
+    if (item == NULL)
+        return -1;
+    int rc = PyList_Append(list, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+static PyObject *
+build_groups(Group *groups, Py_ssize_t ngroups, Py_ssize_t *counts, Py_ssize_t nb)
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t g = 0; g < ngroups; g++) {
+        PyObject *hist = Py_None;
+        Py_INCREF(hist);
+        if (groups[g].with_duration) {
+            Py_DECREF(hist);
+            hist = PyList_New(nb + 1);
+            if (hist == NULL)
+                goto fail;
+            for (Py_ssize_t b = 0; b <= nb; b++) {
+                PyObject *c = PyLong_FromSsize_t(counts[g * (nb + 1) + b]);
+                if (c == NULL) {
+                    Py_DECREF(hist);
+                    goto fail;
+                }
+                PyList_SET_ITEM(hist, b, c);
+            }
+        }
+        PyObject *item = Py_BuildValue("(OnNd)", groups[g].entry, groups[g].lines, hist,
+                                       groups[g].sum);
+        if (append_new(out, item) < 0)
+            goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *
+tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "tally() takes 8 arguments");
+        return NULL;
+    }
+    PyObject *recs = args[0], *level_comp = args[1], *cache = args[2], *duration = args[3];
+    PyObject *any_duration = args[5], *no_duration = args[6], *bounds_arg = args[7];
+    if (!PyList_Check(recs) || !PyDict_Check(cache) || !PyTuple_Check(bounds_arg)) {
+        PyErr_SetString(PyExc_TypeError, "tally(): recs list, cache dict, buckets tuple");
+        return NULL;
+    }
+    double mul = PyFloat_AsDouble(args[4]);
+    if (mul == -1.0 && PyErr_Occurred())
+        return NULL;
+
+    Py_ssize_t nb = PyTuple_GET_SIZE(bounds_arg), ngroups = 0;
+    double *bounds = PyMem_Malloc((nb + 1) * sizeof(double));
+    Group *groups = PyMem_Calloc(MAX_GROUPS, sizeof(Group));
+    Py_ssize_t *counts = PyMem_Calloc((size_t)MAX_GROUPS * (nb + 1), sizeof(Py_ssize_t));
+    PyObject *odd = PyList_New(0), *errors = PyList_New(0), *result = NULL;
+    if (bounds == NULL || groups == NULL || counts == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (odd == NULL || errors == NULL)
+        goto done;
+    for (Py_ssize_t b = 0; b < nb; b++) {
+        bounds[b] = PyFloat_AsDouble(PyTuple_GET_ITEM(bounds_arg, b));
+        if (bounds[b] == -1.0 && PyErr_Occurred())
+            goto done;
+    }
+
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(recs); i++) {
+        PyObject *r = PyList_GET_ITEM(recs, i);
+        PyObject *key = PyObject_CallOneArg(level_comp, r);
+        if (key == NULL)
+            goto done;
+        PyObject *entry = lookup(cache, key);
+        Py_DECREF(key);
+        if (PyErr_Occurred())
+            goto done;
+        int plain = 0;
+        double seconds = 0.0;
+        if (entry != NULL) {
+            PyObject *v = duration == Py_None ? Py_NewRef(Py_None)
+                                              : PyObject_CallOneArg(duration, r);
+            if (v == NULL)
+                goto done;
+            if (v != Py_None) {
+                plain = plain_seconds(v, mul, &seconds);
+                Py_DECREF(v);
+                if (plain < 0)
+                    goto done;
+                if (plain == 0)
+                    entry = NULL; /* a string or a negative: the caller converts or skips */
+            }
+            else {
+                Py_DECREF(v);
+                if (any_duration != Py_None) { /* another duration field may be set */
+                    PyObject *others = PyObject_CallOneArg(any_duration, r);
+                    if (others == NULL)
+                        goto done;
+                    int set = PyObject_RichCompareBool(others, no_duration, Py_NE);
+                    Py_DECREF(others);
+                    if (set < 0)
+                        goto done;
+                    if (set)
+                        entry = NULL;
+                }
+            }
+        }
+        Group *g = NULL;
+        if (entry != NULL) {
+            for (Py_ssize_t k = 0; k < ngroups; k++) {
+                if (groups[k].entry == entry) {
+                    g = &groups[k];
+                    break;
+                }
+            }
+            if (g == NULL && ngroups < MAX_GROUPS) {
+                g = &groups[ngroups++];
+                g->entry = entry;
+            }
+        }
+        if (g == NULL) {
+            if (append_new(odd, PyLong_FromSsize_t(i)) < 0)
+                goto done;
+            continue;
+        }
+        g->lines++;
+        if (plain) {
+            g->with_duration++;
+            g->sum += seconds;
+            counts[(g - groups) * (nb + 1) + bucket(bounds, nb, seconds)]++;
+        }
+        if (PyTuple_GET_ITEM(entry, 3) == Py_True) {
+            PyObject *item = plain ? Py_BuildValue("(nOd)", i, entry, seconds)
+                                   : Py_BuildValue("(nOO)", i, entry, Py_None);
+            if (append_new(errors, item) < 0)
+                goto done;
+        }
+    }
+    PyObject *built = build_groups(groups, ngroups, counts, nb);
+    if (built != NULL)
+        result = PyTuple_Pack(3, built, odd, errors);
+    Py_XDECREF(built);
+done:
+    PyMem_Free(bounds);
+    PyMem_Free(groups);
+    PyMem_Free(counts);
+    Py_XDECREF(odd);
+    Py_XDECREF(errors);
+    return result;
+}
+
+static PyObject *
+lines(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t start, end;
+    PyObject *wanted;
+    if (!PyArg_ParseTuple(args, "y*nnO", &view, &start, &end, &wanted))
+        return NULL;
+    PyObject *picked = NULL, *seq = PySequence_Fast(wanted, "lines(): wanted is a sequence");
+    if (seq == NULL)
+        goto done;
+    if (start < 0 || end > view.len || start > end) {
+        PyErr_SetString(PyExc_ValueError, "lines(): start/end out of range");
+        goto done;
+    }
+    picked = PyList_New(0);
+    if (picked == NULL)
+        goto done;
+    const char *buf = view.buf, *p = buf + start, *stop = buf + end;
+    Py_ssize_t count = 0, next = 0, nwanted = PySequence_Fast_GET_SIZE(seq), want = -1;
+    if (nwanted) {
+        want = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(seq, 0));
+        if (want == -1 && PyErr_Occurred())
+            goto fail;
+    }
+    while (p < stop) {
+        const char *nl = memchr(p, '\n', stop - p);
+        if (nl == NULL)
+            break;
+        if (count == want) {
+            if (append_new(picked, PyBytes_FromStringAndSize(p, nl - p)) < 0)
+                goto fail;
+            want = -1;
+            if (++next < nwanted) {
+                want = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(seq, next));
+                if (want == -1 && PyErr_Occurred())
+                    goto fail;
+            }
+        }
+        count++;
+        p = nl + 1;
+    }
+    PyObject *result = Py_BuildValue("(nN)", count, picked);
+    picked = NULL;
+    Py_XDECREF(seq);
+    PyBuffer_Release(&view);
+    return result;
+fail:
+    Py_CLEAR(picked);
+done:
+    Py_XDECREF(seq);
+    PyBuffer_Release(&view);
+    return picked;
+}
+
+static PyMethodDef methods[] = {
+    {"tally", (PyCFunction)(void (*)(void))tally, METH_FASTCALL,
+     "Count records with a cached (level, component) entry and a plain duration."},
+    {"lines", lines, METH_VARARGS, "Count newlines and pick the lines at given indices."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "exporter._tally", "The JSON fast path's per-line loop.", -1,
+    methods,
+};
+
+PyMODINIT_FUNC
+PyInit__tally(void)
+{
+    return PyModule_Create(&module);
+}
