@@ -11,9 +11,10 @@ back by index to exporter/pipeline.py, which treats it exactly as before (and fi
 tally(recs, level_comp, cache, duration, mul, any_duration, no_duration, buckets)
     -> (groups, odd, errors)
   recs          list of records (msgspec Structs)
-  level_comp    callable: record -> (raw level, raw component), the cache's key
+  level_comp    callable: record -> (raw level, raw component), the cache's key; or a tuple of
+                two fields (see below) read to make that key
   cache         dict: key -> (level, component, component key, is_error)
-  duration      callable: record -> the duration field's value or None; None: no such field
+  duration      field: the duration's value or None; None: no such field
   mul           float: seconds per unit of that field
   any_duration  callable: record -> value compared with no_duration; unequal means some other
                 duration field is set (then the record is odd), or None (no other fields)
@@ -24,17 +25,36 @@ tally(recs, level_comp, cache, duration, mul, any_duration, no_duration, buckets
   errors        list of (index, entry, seconds or None) of counted records whose entry is an
                 error, in order
 
+A field is a callable (record -> value) or a member descriptor of the records' type, as msgspec
+Struct fields are: that one is read straight from the record's slot.
+
 lines(buf, start, end, wanted) -> (count, picked)
   count         newlines in buf[start:end]
   picked        the lines (without their newline) at the ascending indices `wanted`
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <string.h>
 
 /* Distinct entries tallied per call: levels x components seen in one chunk. Records of
    entries beyond it go back as odd, so a chunk of many components is slower, never wrong. */
 #define MAX_GROUPS 256
+
+/* Recent (raw level, raw component) pairs and their entries, compared by content: a record's
+   strings are new objects, and hashing them for the cache costs more than this. */
+#define MEMO 256
+
+typedef struct {
+    PyObject *level, *comp; /* strong references */
+    PyObject *entry;        /* borrowed from the cache, which the loop does not change */
+} Memo;
+
+typedef struct {
+    PyObject *getter;   /* a callable, or NULL */
+    PyTypeObject *type; /* or the records' type and the field's slot */
+    Py_ssize_t offset;
+} Field;
 
 typedef struct {
     PyObject *entry; /* borrowed from the cache, which the loop does not change */
@@ -42,6 +62,71 @@ typedef struct {
     Py_ssize_t with_duration;
     double sum;
 } Group;
+
+static int
+field_init(Field *f, PyObject *spec)
+{
+    f->getter = NULL;
+    f->type = NULL;
+    if (spec == Py_None)
+        return 0;
+    if (PyObject_TypeCheck(spec, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)spec)->d_member;
+        if (m->type == T_OBJECT_EX || m->type == T_OBJECT) {
+            f->type = PyDescr_TYPE(spec);
+            f->offset = m->offset;
+            return 0;
+        }
+    }
+    if (!PyCallable_Check(spec)) {
+        PyErr_SetString(PyExc_TypeError, "tally(): a field is a callable or a member descriptor");
+        return -1;
+    }
+    f->getter = spec;
+    return 0;
+}
+
+/* New reference; None for no field. */
+static PyObject *
+field_get(const Field *f, PyObject *r)
+{
+    if (f->type != NULL) {
+        if (Py_TYPE(r) != f->type) {
+            PyErr_SetString(PyExc_TypeError, "tally(): a record of another type");
+            return NULL;
+        }
+        PyObject *v = *(PyObject **)((char *)r + f->offset);
+        return Py_NewRef(v != NULL ? v : Py_None);
+    }
+    if (f->getter != NULL)
+        return PyObject_CallOneArg(f->getter, r);
+    return Py_NewRef(Py_None);
+}
+
+/* A cheap hash of None or an ASCII str; -1 for anything else (not memoised). */
+static Py_ssize_t
+memo_hash(PyObject *o)
+{
+    if (o == Py_None)
+        return 1;
+    if (!PyUnicode_CheckExact(o) || !PyUnicode_IS_COMPACT_ASCII(o))
+        return -1;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(o);
+    const unsigned char *d = PyUnicode_DATA(o);
+    return n == 0 ? 2 : n * 31 + d[0] * 7 + d[n / 2] * 17 + d[n - 1] * 131;
+}
+
+/* Equal as dict keys, for what memo_hash accepts. */
+static int
+memo_same(PyObject *a, PyObject *b)
+{
+    if (a == b)
+        return 1;
+    if (a == Py_None || b == Py_None)
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(a);
+    return n == PyUnicode_GET_LENGTH(b) && memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), n) == 0;
+}
 
 /* The bucket a value falls in: the number of bounds below it (bisect_left). */
 static Py_ssize_t
@@ -98,6 +183,75 @@ lookup(PyObject *cache, PyObject *key)
     }
     if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4)
         return NULL;
+    return entry;
+}
+
+/* How a record's cache key is made: by one callable, or from two fields. */
+typedef struct {
+    PyObject *call;
+    Field level, comp;
+} Key;
+
+static int
+key_init(Key *k, PyObject *spec)
+{
+    k->call = NULL;
+    if (PyTuple_Check(spec) && PyTuple_GET_SIZE(spec) == 2)
+        return field_init(&k->level, PyTuple_GET_ITEM(spec, 0)) < 0 ? -1
+               : field_init(&k->comp, PyTuple_GET_ITEM(spec, 1));
+    if (!PyCallable_Check(spec)) {
+        PyErr_SetString(PyExc_TypeError, "tally(): level_comp is a callable or two fields");
+        return -1;
+    }
+    k->call = spec;
+    return 0;
+}
+
+/* A record's cache entry, borrowed (see lookup); the memo answers for pairs seen before. */
+static PyObject *
+entry_of(PyObject *r, const Key *k, PyObject *cache, Memo *memo)
+{
+    PyObject *level, *comp, *key;
+    if (k->call != NULL) {
+        key = PyObject_CallOneArg(k->call, r);
+        if (key == NULL)
+            return NULL;
+        if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 2) {
+            PyObject *entry = lookup(cache, key);
+            Py_DECREF(key);
+            return entry;
+        }
+        level = Py_NewRef(PyTuple_GET_ITEM(key, 0));
+        comp = Py_NewRef(PyTuple_GET_ITEM(key, 1));
+    }
+    else {
+        level = field_get(&k->level, r);
+        comp = level == NULL ? NULL : field_get(&k->comp, r);
+        if (comp == NULL) {
+            Py_XDECREF(level);
+            return NULL;
+        }
+        key = NULL;
+    }
+    PyObject *entry = NULL;
+    Py_ssize_t hl = memo_hash(level), hc = memo_hash(comp);
+    Memo *m = hl < 0 || hc < 0 ? NULL : &memo[(size_t)(hl * 7 + hc) % MEMO];
+    if (m != NULL && m->entry != NULL && memo_same(m->level, level) && memo_same(m->comp, comp)) {
+        entry = m->entry;
+        goto out;
+    }
+    if (key == NULL && (key = PyTuple_Pack(2, level, comp)) == NULL)
+        goto out;
+    entry = lookup(cache, key);
+    if (entry != NULL && m != NULL) {
+        Py_XSETREF(m->level, Py_NewRef(level));
+        Py_XSETREF(m->comp, Py_NewRef(comp));
+        m->entry = entry;
+    }
+out:
+    Py_XDECREF(key);
+    Py_DECREF(level);
+    Py_DECREF(comp);
     return entry;
 }
 
@@ -162,12 +316,17 @@ tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (mul == -1.0 && PyErr_Occurred())
         return NULL;
 
+    Key key;
+    Field dur;
+    if (key_init(&key, level_comp) < 0 || field_init(&dur, duration) < 0)
+        return NULL;
     Py_ssize_t nb = PyTuple_GET_SIZE(bounds_arg), ngroups = 0;
     double *bounds = PyMem_Malloc((nb + 1) * sizeof(double));
     Group *groups = PyMem_Calloc(MAX_GROUPS, sizeof(Group));
     Py_ssize_t *counts = PyMem_Calloc((size_t)MAX_GROUPS * (nb + 1), sizeof(Py_ssize_t));
+    Memo *memo = PyMem_Calloc(MEMO, sizeof(Memo));
     PyObject *odd = PyList_New(0), *errors = PyList_New(0), *result = NULL;
-    if (bounds == NULL || groups == NULL || counts == NULL) {
+    if (bounds == NULL || groups == NULL || counts == NULL || memo == NULL) {
         PyErr_NoMemory();
         goto done;
     }
@@ -181,18 +340,13 @@ tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(recs); i++) {
         PyObject *r = PyList_GET_ITEM(recs, i);
-        PyObject *key = PyObject_CallOneArg(level_comp, r);
-        if (key == NULL)
-            goto done;
-        PyObject *entry = lookup(cache, key);
-        Py_DECREF(key);
-        if (PyErr_Occurred())
+        PyObject *entry = entry_of(r, &key, cache, memo);
+        if (entry == NULL && PyErr_Occurred())
             goto done;
         int plain = 0;
         double seconds = 0.0;
         if (entry != NULL) {
-            PyObject *v = duration == Py_None ? Py_NewRef(Py_None)
-                                              : PyObject_CallOneArg(duration, r);
+            PyObject *v = field_get(&dur, r);
             if (v == NULL)
                 goto done;
             if (v != Py_None) {
@@ -254,6 +408,11 @@ tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         result = PyTuple_Pack(3, built, odd, errors);
     Py_XDECREF(built);
 done:
+    for (Py_ssize_t m = 0; memo != NULL && m < MEMO; m++) {
+        Py_XDECREF(memo[m].level);
+        Py_XDECREF(memo[m].comp);
+    }
+    PyMem_Free(memo);
     PyMem_Free(bounds);
     PyMem_Free(groups);
     PyMem_Free(counts);

@@ -269,23 +269,27 @@ class Rules:
         return m
 
     def decide(self, f: Facts) -> Decision:
+        return self.decide_on(f.level, f.text, f.error_type, f.component, f.duration, f.get)
+
+    def decide_on(self, level: str, text: str, error_type: str, component: str,
+                  duration: float | None, get: Callable[[str], Any] | None) -> Decision:
+        """`get` reads a field by path; it may be None when no rule has a field condition."""
         c0, c1, c2 = self._caches  # hits looked up inline: this runs for every error line
-        m0, m1, m2 = c0.get(f.text), c1.get(f.error_type), c2.get(f.component)
-        m = (self.level_mask.get(f.level, 0)
-             & (self._mask(0, f.text) if m0 is None else m0)
-             & (self._mask(1, f.error_type) if m1 is None else m1)
-             & (self._mask(2, f.component) if m2 is None else m2))
-        d = f.duration
+        m0, m1, m2 = c0.get(text), c1.get(error_type), c2.get(component)
+        m = (self.level_mask.get(level, 0)
+             & (self._mask(0, text) if m0 is None else m0)
+             & (self._mask(1, error_type) if m1 is None else m1)
+             & (self._mask(2, component) if m2 is None else m2))
         for bit, over in self.dur:
-            if d is None or d <= over:
+            if duration is None or duration <= over:
                 m &= ~bit
         for bit, cond in self.fields:
-            if m & bit and not _field_ok(cond, f.get(cond["path"])):
+            if m & bit and not _field_ok(cond, get(cond["path"])):  # type: ignore[misc]
                 m &= ~bit
-        key = (m, f.level == "fatal")
+        key = (m, level == "fatal")
         dec = self._decisions.get(key)
         if dec is None:
-            dec = self._decisions[key] = self._decide_mask(m, f.level)
+            dec = self._decisions[key] = self._decide_mask(m, level)
         return dec
 
     def _decide_mask(self, mask: int, level: str) -> Decision:

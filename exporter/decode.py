@@ -187,6 +187,12 @@ class JsonShape:
             kw_only=True)
         self.decoder = msgspec.json.Decoder(self.type)
 
+    def field(self, path: str) -> Any:
+        """What exporter._tally reads a path with: the attribute's member descriptor (its slot)
+        for a plain key, else the getter."""
+        return vars(self.type)[self.attr[path]] if "." not in path \
+            else self.getter(path)
+
     def getter(self, path: str) -> Getter:
         if "." not in path:
             return attrgetter(self.attr[path])

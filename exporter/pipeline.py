@@ -15,17 +15,17 @@ import fnmatch
 import re
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 from prometheus_client import CollectorRegistry
 
 from exporter import _tally, decode, envelope, fingerprint, levels
-from exporter.aggregate import Aggregate, Bounded, Histograms, Key
-from exporter.classify import Decision, Facts, Match, Rules, to_seconds, type_from_stack
+from exporter.aggregate import Aggregate, Bounded, Histograms
+from exporter.classify import Facts, Match, Rules, to_seconds, type_from_stack
 from exporter.config import Config
 from exporter.expose import LineCollector
 from exporter.presets import PRESETS, Preset, detect
@@ -79,15 +79,6 @@ def _dict_first(paths: list[str]) -> Callable[[dict[str, Any]], Any]:
                 return v
         return None
     return first
-
-
-class Outcome(NamedTuple):
-    """What an error line adds to, before the series limits."""
-
-    errors: Key  # tailpage_errors_total
-    fingerprint: str
-    by_fingerprint: Key  # tailpage_errors_by_fingerprint_total
-    new: Key  # tailpage_error_fingerprints_new_total, on a first sighting
 
 
 @dataclass
@@ -160,22 +151,26 @@ class Extractor:
         # (raw level, raw component) -> (level, component, its key, is error); per extractor
         # since a missing level means `info` for Serilog and `unknown` elsewhere
         self.lc_cache: dict[tuple[Any, Any], tuple[str, str, tuple[str], bool]] = {}
-        # record -> the cache's key; one C-level call per record when the file names its level
-        # and component with one plain key each (found in its first records)
+        # record -> the cache's key. The C loop reads it from the Struct's two slots when the
+        # file names its level and component with one plain key each (found in its first
+        # records): `tally_key` is then those fields, else this callable
+        self.lc: Callable[[Any], tuple[Any, Any]]
+        self.tally_key: Any
         lc = [(self.level_paths if level else ()), (self.component_paths if component else ())]
         if self.shape is not None and all(len(ps) == 1 and "." not in ps[0] for ps in lc):
-            self.lc: Callable[[Any], tuple[Any, Any]] = attrgetter(
-                self.shape.attr[lc[0][0]], self.shape.attr[lc[1][0]])
+            self.lc = attrgetter(self.shape.attr[lc[0][0]], self.shape.attr[lc[1][0]])
+            self.tally_key = (self.shape.field(lc[0][0]), self.shape.field(lc[1][0]))
         else:
             g_level, g_comp = self.level, self.component
-            self.lc = lambda r: (g_level(r), g_comp(r))
-        # the duration field this file's first records use is read first, inline in the fast
-        # loop; the configured order applies when it is absent
-        self.duration_first: tuple[Callable[[Any], Any], float, str] | None = None
+            self.lc = self.tally_key = lambda r: (g_level(r), g_comp(r))
+        # the duration field this file's first records use is read first, in the C loop; the
+        # configured order applies when it is absent
+        self.duration_first: tuple[Any, float, str] | None = None
         self.duration_path = duration
         if duration is not None:
             unit = next(u for p, u in durations if p == duration)
-            self.duration_first = (self.get[duration], _UNIT[unit], unit)
+            first = self.shape.field(duration) if self.shape is not None else self.get[duration]
+            self.duration_first = (first, _UNIT[unit], unit)
         dur = [(self.get[p], _UNIT[u], u) for p, u in durations]
         # (getter of every duration attribute, what it returns when none is set)
         self.duration_fields: tuple[Callable[[Any], Any], Any] = (_nothing, None)
@@ -195,6 +190,9 @@ class Extractor:
                     return to_seconds(v, unit)
             return None
         self.duration = duration
+
+    def roles_of(self, recs: list[Any]) -> list[Roles]:
+        return list(map(self.roles, recs))
 
 
 _ROLES = ("message", "error_message", "error_type", "stack", "trace_id")
@@ -395,10 +393,16 @@ class Pipeline:
         whose (raw level, raw component) pair is cached and whose duration is a plain number;
         the others (`odd`) are counted here one by one. Error lines are then decoded again in
         full and classified, in line order (the last one's trace id is the exemplar)."""
+        if not ex.lc_cache:  # a new extractor: its pairs cached first, so C counts them all
+            try:
+                for key in set(map(ex.lc, recs)):
+                    self._lc_entry(ex, key)
+            except TypeError:  # a dict where a name should be: such records go the odd way
+                pass
         g_d, mul, _ = ex.duration_first or (None, 1.0, "s")
         any_dur, no_dur = ex.duration_fields
         hist = self.agg.durations
-        groups, odd, errors = _tally.tally(recs, ex.lc, ex.lc_cache, g_d, mul,
+        groups, odd, errors = _tally.tally(recs, ex.tally_key, ex.lc_cache, g_d, mul,
                                            None if any_dur is _nothing else any_dur, no_dur,
                                            hist.buckets)
         wanted = [e[0] for e in errors]
@@ -472,8 +476,14 @@ class Pipeline:
             self._label_cache[raw] = comp
         return comp
 
-    def facts(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None,
-              roles: Roles) -> Facts:
+    def facts(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None) -> Facts:
+        """What the rules look at, for explain and user metrics' `match`."""
+        text, etype = self._text_type(ex.roles(r))
+        getters = ex.get
+        return Facts(level, text, etype, comp, d, lambda p: getters[p](r))
+
+    def _text_type(self, roles: Roles) -> tuple[str, str]:
+        """An error record's text (message, and error message if another) and error type."""
         msg, errmsg, et, stack, _ = roles
         msg = msg if type(msg) is str else _text(msg)
         text = f"{msg} {errmsg}" if isinstance(errmsg, str) and errmsg and errmsg != msg else msg
@@ -484,75 +494,90 @@ class Pipeline:
             etype = type_from_stack(stack)
         if not etype and isinstance(errmsg, str):
             etype = type_from_stack(errmsg) if ":" in errmsg.split("\n", 1)[0] else None
-        if etype:
-            raw_et = etype
-            etype = self._etype_cache.get(raw_et)
-            if etype is None:
-                etype = fingerprint.scrub(raw_et, self.max_label)
-                if len(self._etype_cache) >= _CACHE_MAX:
-                    self._etype_cache.clear()
-                self._etype_cache[raw_et] = etype
-        else:
-            etype = UNKNOWN
-        getters = ex.get
-        return Facts(level, text, etype, comp, d, lambda p: getters[p](r))
+        if not etype:
+            return text, UNKNOWN
+        scrubbed = self._etype_cache.get(etype)
+        if scrubbed is None:
+            scrubbed = fingerprint.scrub(etype, self.max_label)
+            if len(self._etype_cache) >= _CACHE_MAX:
+                self._etype_cache.clear()
+            self._etype_cache[etype] = scrubbed
+        return text, scrubbed
 
-    def error(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None,
-              detail: bool = False) -> dict[str, Any] | None:
-        roles = ex.roles(r)
-        f = self.facts(ex, r, level, comp, d, roles)
-        dec = self.rules.decide(f)
-        o = self._outcome(f, dec)
-        trace = roles[4]
-        key, bkey, new = self._count(o, trace)
-        if not detail:
-            return None
-        return {"facts": f, "decision": dec, "normalized": fingerprint.normalize(f.text),
-                "fingerprint": o.fingerprint, "error_labels": key, "fingerprint_labels": bkey,
-                "new": new, "trace_id": trace}
+    def error(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None) -> None:
+        self.classify(ex, [r], [(level, comp)], [d])
+
+    def classify(self, ex: Extractor, recs: list[Any], lcs: Iterable[tuple[str, str]],
+                 durations: Iterable[float | None],
+                 detail: list[dict[str, Any]] | None = None) -> None:
+        """Count error records, each with its level and component label (the first two items
+        of `lcs`' tuples) and duration: decide severity and category, fingerprint, count, keep
+        the trace id as the series' exemplar. Every error line of every path comes through
+        this one loop, which is why it is written flat: it runs for each error line of a file.
+        With `detail`, what was decided is appended to it per record (explain)."""
+        agg = self.agg
+        getters, text_type, et_cache = ex.get, self._text_type, self._etype_cache
+        decide = self.rules.decide_on
+        need_get = bool(self.rules.fields)
+        norms, fps, seen = self._norm_cache, self._fp_cache, self.seen
+        errs, by_fp, new_fps, exemplars = (agg.errors, agg.by_fingerprint,
+                                           agg.fingerprints_new, agg.exemplars)
+        ev, bv = errs.values, by_fp.values
+        now = time.time()
+        for r, rs, (level, comp, *_), d in zip(recs, ex.roles_of(recs), lcs, durations,
+                                               strict=True):
+            msg, errmsg, et, _, trace = rs
+            if type(msg) is str and errmsg is None and type(et) is str \
+                    and (etype := et_cache.get(et)) is not None:
+                text = msg  # the common case, as _text_type would have it
+            else:
+                text, etype = text_type(rs)
+            get = (lambda p, r=r: getters[p](r)) if need_get else None
+            dec = decide(level, text, etype, comp, d, get)
+            norm = norms.get(text)
+            if norm is None:
+                norm = fingerprint.normalize(text)
+                if len(norms) >= _CACHE_MAX:
+                    norms.clear()
+                norms[text] = norm
+            # keyed by the normalised message, which ids do not vary: few keys
+            fkey = (norm, etype, comp)
+            fp = fps.get(fkey)
+            if fp is None:
+                fp = fingerprint.fingerprint(norm, etype, comp)
+                if len(fps) >= _CACHE_MAX:
+                    fps.clear()
+                fps[fkey] = fp
+            key = (level, dec.severity, dec.category, comp, etype)
+            if key in ev:
+                ev[key] += 1
+            else:
+                key = errs.add(key)
+            if (type(trace) is str and trace) or type(trace) is int:  # JSON gives exact types
+                exemplars[key] = (str(trace)[:64], now)
+            bkey = (fp, comp, etype)
+            if bkey in bv:
+                bv[bkey] += 1
+            else:
+                bkey = by_fp.add(bkey)
+            new = seen.first_sighting(fp)
+            if new:
+                new_fps.add((dec.severity, dec.category, comp))
+            if detail is not None:
+                detail.append({"facts": Facts(level, text, etype, comp, d,
+                                              lambda p, r=r: getters[p](r)),
+                               "decision": dec, "normalized": norm, "fingerprint": fp,
+                               "error_labels": key, "fingerprint_labels": bkey, "new": new,
+                               "trace_id": trace})
 
     def errors(self, preset: str, errors: list[tuple[int, Any, float | None]],
                lines: list[bytes]) -> None:
         """The error lines of a fast chunk, in line order, decoded in one call."""
-        full = self.extractor(preset, False)
         recs = decode.JSON.decode_lines(b"\n".join(lines))
-        roles, facts, decide = full.roles, self.facts, self.rules.decide
-        outcome, count = self._outcome, self._count
-        for (_, (level, comp, _, _), d), rec in zip(errors, recs, strict=True):
-            rs = roles(rec)
-            f = facts(full, rec, level, comp, d, rs)
-            count(outcome(f, decide(f)), rs[4])
-
-    def _outcome(self, f: Facts, dec: Decision) -> Outcome:
-        etype, comp = f.error_type, f.component
-        norm = self._norm_cache.get(f.text)
-        if norm is None:
-            norm = fingerprint.normalize(f.text)
-            if len(self._norm_cache) >= _CACHE_MAX:
-                self._norm_cache.clear()
-            self._norm_cache[f.text] = norm
-        # keyed by the normalised message, which ids do not vary: far fewer keys than messages
-        fkey = (norm, etype, comp)
-        fp = self._fp_cache.get(fkey)
-        if fp is None:
-            fp = fingerprint.fingerprint(norm, etype, comp)
-            if len(self._fp_cache) >= _CACHE_MAX:
-                self._fp_cache.clear()
-            self._fp_cache[fkey] = fp
-        return Outcome((f.level, dec.severity, dec.category, comp, etype), fp, (fp, comp, etype),
-                       (dec.severity, dec.category, comp))
-
-    def _count(self, o: Outcome, trace: Any) -> tuple[Key, Key, bool]:
-        """One error line counted; its trace id (if any) becomes its series' exemplar."""
-        agg = self.agg
-        key = agg.errors.add(o.errors)
-        if (type(trace) is str and trace) or type(trace) is int:  # JSON gives exact types
-            agg.exemplars[key] = (str(trace)[:64], time.time())
-        bkey = agg.by_fingerprint.add(o.by_fingerprint)
-        new = self.seen.first_sighting(o.fingerprint)
-        if new:
-            agg.fingerprints_new.add(o.new)
-        return key, bkey, new
+        if len(recs) != len(errors):  # one object per line, as the whole chunk was decoded
+            raise AssertionError("error lines decoded to another number of records")
+        self.classify(self.extractor(preset, False), recs, map(itemgetter(1), errors),
+                      map(itemgetter(2), errors))
 
     def _user(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None) -> None:
         facts: Facts | None = None
@@ -560,7 +585,7 @@ class Pipeline:
             cfg = m.cfg
             if m.match is not None:
                 if facts is None:
-                    facts = self.facts(ex, r, level, comp, d, ex.roles(r))
+                    facts = self.facts(ex, r, level, comp, d)
                 if not m.match(facts):
                     continue
             labels = []
@@ -887,8 +912,9 @@ class Source:
         out: dict[str, Any] = {"inner_format": fmt, "fields": rec, "raw_level": raw,
                                "level": level, "component": comp, "duration_seconds": d}
         if level in levels.ERROR_LEVELS:
-            res = pipe.error(ex, rec, level, comp, d, detail=True)
-            assert res is not None
+            details: list[dict[str, Any]] = []
+            pipe.classify(ex, [rec], [(level, comp)], [d], details)
+            res = details[0]
             f, dec = res["facts"], res["decision"]
             out.update(error_type=f.error_type, severity=dec.severity, category=dec.category,
                        severity_rule=dec.rule, category_rule=dec.category_rule,
