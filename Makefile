@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 
 .PHONY: run test setup system lint e2e bench clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml setup.py exporter/_tally.c
+	PYTHON=$(PYTHON) scripts/install-system-packages --build
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,bench]'
@@ -14,7 +15,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 system:
-	scripts/install-system-packages
+	PYTHON=$(PYTHON) scripts/install-system-packages
 
 ## Sets up and runs the pipeline on embedded defaults: the exporter tails ./logs/*.log and serves
 ## :9852/metrics; the receiver listens on :9097 with SQLite in ./var and a console channel.

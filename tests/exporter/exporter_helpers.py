@@ -4,11 +4,14 @@ with a generous deadline, and exposition text (or a pipeline's metrics) read bac
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter import config
 from exporter.expose import render
 from exporter.pipeline import Pipeline
 
@@ -84,3 +87,32 @@ def levels(pipe: Pipeline) -> dict[str, float]:
 def failures(pipe: Pipeline) -> dict[str, float]:
     return {dict(k)["reason"]: v
             for k, v in metrics(pipe).get("tailpage_exporter_parse_failures_total", {}).items()}
+
+
+# ---- the fast paths against the per-line path ----------------------------------------------
+
+def jl(recs: list[dict[str, Any]]) -> list[bytes]:
+    return [json.dumps(r, separators=(",", ":")).encode() for r in recs]
+
+
+def run(data: bytes, step: int, **cfg: Any) -> Samples:
+    pipe = Pipeline(config.Config(config.validate(cfg, "<test>")))
+    src = pipe.open("app.log")
+    for i in range(0, len(data), step):
+        src.feed(data[i:i + step])
+    src.flush()
+    return samples(render(pipe.registry, False).decode())
+
+
+def without_failures(ss: Samples) -> Samples:
+    return {k: v for k, v in ss.items() if not k[0].startswith("tailpage_exporter_")}
+
+
+def per_line(lines: list[bytes], every: int, bad: bytes) -> bytes:
+    """The lines with a bad one after every `every`: no chunk of `every` lines is all good."""
+    out = []
+    for i, ln in enumerate(lines):
+        out.append(ln)
+        if i % every == 0:  # after the first line, which decides the format
+            out.append(bad)
+    return b"\n".join(out) + b"\n"

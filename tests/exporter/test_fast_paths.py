@@ -5,17 +5,12 @@ per chunk, which only adds a parse failure) or with counts worked out from the r
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from typing import Any
 
 import pytest
-from exporter_helpers import Samples, samples
-
-from exporter import config
-from exporter.expose import render
-from exporter.pipeline import Pipeline
+from exporter_helpers import jl, per_line, run, without_failures
 
 COMPONENTS = ["api", "pay", "db"]
 TYPES = ["TimeoutError", "KeyError", "PaymentDeclined", "ValueError"]
@@ -34,33 +29,6 @@ def records(n: int, seed: int, durations: bool = True) -> list[dict[str, Any]]:
             rec["duration_ms"] = round(rnd.expovariate(1 / 300), 2)
         out.append(rec)
     return out
-
-
-def jl(recs: list[dict[str, Any]]) -> list[bytes]:
-    return [json.dumps(r, separators=(",", ":")).encode() for r in recs]
-
-
-def run(data: bytes, step: int, **cfg: Any) -> Samples:
-    pipe = Pipeline(config.Config(config.validate(cfg, "<test>")))
-    src = pipe.open("app.log")
-    for i in range(0, len(data), step):
-        src.feed(data[i:i + step])
-    src.flush()
-    return samples(render(pipe.registry, False).decode())
-
-
-def without_failures(ss: Samples) -> Samples:
-    return {k: v for k, v in ss.items() if not k[0].startswith("tailpage_exporter_")}
-
-
-def per_line(lines: list[bytes], every: int, bad: bytes) -> bytes:
-    """The lines with a bad one after every `every`: no chunk of `every` lines is all good."""
-    out = []
-    for i, ln in enumerate(lines):
-        out.append(ln)
-        if i % every == 0:  # after the first line, which decides the format
-            out.append(bad)
-    return b"\n".join(out) + b"\n"
 
 
 def cri(line: bytes, i: int) -> bytes:

@@ -5,12 +5,16 @@ and non-root."""
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import yaml
@@ -162,7 +166,8 @@ def test_files_the_programs_load_survive_pip_install() -> None:
     copied = [ROOT / s.rstrip("/") for s in copy_sources(st[0]) if (ROOT / s).is_dir()]
     for package in copied:
         for f in package.rglob("*"):
-            if f.is_dir() or f.suffix in (".py", ".pyc") or "__pycache__" in f.parts:
+            # C sources are compiled by setup.py; .so files are a local build's output
+            if f.is_dir() or f.suffix in (".py", ".pyc", ".c", ".so") or "__pycache__" in f.parts:
                 continue
             rel = f.relative_to(ROOT).as_posix()
             assert (f.parent / "__init__.py").is_file(), f"{rel}: not inside a package"
@@ -172,6 +177,42 @@ def test_files_the_programs_load_survive_pip_install() -> None:
             for pkg, name in re.findall(
                     r'resources\.files\("([\w.]+)"\)\.joinpath\("([^"]+)"\)', src.read_text()):
                 assert (ROOT / pkg.replace(".", "/") / name).is_file(), f"{src}: {pkg}/{name}"
+
+
+@pytest.mark.slow
+def test_the_build_context_builds_a_wheel_with_the_c_loop(tmp_path: Path) -> None:
+    """What the build stage does, without Docker: the files its COPYs take from the context
+    (what .dockerignore lets through), built by pip into a wheel that holds the compiled
+    exporter._tally, which imports and counts."""
+    _, st = stages()
+    ctx = tmp_path / "context"
+    for src in copy_sources(st[0]):
+        path = ROOT / src
+        for f in [path] if path.is_file() else sorted(path.rglob("*")):
+            rel = f.relative_to(ROOT).as_posix()
+            if f.is_file() and not dockerignore_excludes(rel):
+                (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, ctx / rel)
+    assert not list(ctx.rglob("*.so"))  # nothing prebuilt came along
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                          str(tmp_path / "dist"), str(ctx)], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("tailpage-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        assert any(re.fullmatch(r"exporter/_tally\..*\.so", n) for n in names), names
+        assert "exporter/config.schema.json" in names
+        z.extractall(tmp_path / "unpacked")
+    probe = ("import exporter._tally as t, sys; "
+             "assert t.__file__.startswith(sys.argv[1]), t.__file__; "
+             "print(t.lines(b'a\\nb\\n', 0, 4, [1]))")
+    ran = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "unpacked")],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "unpacked")},
+                         cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "(2, [b'b'])"
 
 
 def _docker_engine() -> bool:
