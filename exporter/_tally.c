@@ -31,6 +31,9 @@ Struct fields are: that one is read straight from the record's slot.
 lines(buf, start, end, wanted) -> (count, picked)
   count         newlines in buf[start:end]
   picked        the lines (without their newline) at the ascending indices `wanted`
+
+cut_cri(chunk) -> (body, cut)
+  CRI container log lines turned into the JSON lines they hold (see the function).
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -476,10 +479,83 @@ done:
     return picked;
 }
 
+/* Bytes \S does not match: what Python's re calls whitespace in a bytes pattern. */
+static int
+is_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* The length of the CRI prefix of a whole (F) line starting at p, up to and with the space
+   before the message, when the message starts with '{'; 0 when the line is anything else.
+   The same test as exporter.pipeline's regex
+   `\d{4}-\d\d-\d\dT\S+ (?:stdout|stderr) F(?::\S*)? (?=\{)` (the \S runs end at the
+   first whitespace, which must be the space the regex wants next). */
+static Py_ssize_t
+cri_prefix(const unsigned char *p, const unsigned char *stop)
+{
+    static const char shape[] = "dddd-dd-ddT"; /* d: an ASCII digit */
+    const unsigned char *q = p;
+    for (const char *c = shape; *c; c++, q++) {
+        if (q >= stop || (*c == 'd' ? !(*q >= '0' && *q <= '9') : *q != (unsigned char)*c))
+            return 0;
+    }
+    const unsigned char *run = q;
+    while (q < stop && !is_space(*q))
+        q++;
+    if (q == run || stop - q < 9 || q[0] != ' ')
+        return 0;
+    q++;
+    if (memcmp(q, "stdout F", 8) != 0 && memcmp(q, "stderr F", 8) != 0)
+        return 0;
+    q += 8;
+    if (q < stop && *q == ':') {
+        while (q < stop && !is_space(*q))
+            q++;
+    }
+    if (stop - q < 2 || q[0] != ' ' || q[1] != '{')
+        return 0;
+    return q + 1 - p;
+}
+
+/* cut_cri(chunk) -> (body, cut): b"\n" + chunk with the CRI prefix of every whole line whose
+   message is a JSON object cut off (other lines kept as they are), and how many were cut. What
+   `_CRI_WHOLE.subn(b"\n", b"\n" + chunk)` gives, about ten times faster. */
+static PyObject *
+cut_cri(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *body = PyBytes_FromStringAndSize(NULL, view.len + 1);
+    if (body == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(body), *w = out;
+    const unsigned char *p = view.buf, *stop = p + view.len;
+    Py_ssize_t cut = 0;
+    *w++ = '\n';
+    while (p < stop) {
+        const unsigned char *nl = memchr(p, '\n', stop - p);
+        const unsigned char *end = nl == NULL ? stop : nl + 1;
+        Py_ssize_t skip = cri_prefix(p, end);
+        cut += skip > 0;
+        memcpy(w, p + skip, end - p - skip);
+        w += end - p - skip;
+        p = end;
+    }
+    PyBuffer_Release(&view);
+    if (_PyBytes_Resize(&body, w - out) < 0)
+        return NULL;
+    return Py_BuildValue("(Nn)", body, cut);
+}
+
 static PyMethodDef methods[] = {
     {"tally", (PyCFunction)(void (*)(void))tally, METH_FASTCALL,
      "Count records with a cached (level, component) entry and a plain duration."},
     {"lines", lines, METH_VARARGS, "Count newlines and pick the lines at given indices."},
+    {"cut_cri", cut_cri, METH_O, "Cut the CRI prefixes of whole lines holding JSON objects."},
     {NULL, NULL, 0, NULL},
 };
 

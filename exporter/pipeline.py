@@ -12,7 +12,6 @@ skips the bad lines and handles the rest the same way.
 from __future__ import annotations
 
 import fnmatch
-import re
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -34,9 +33,6 @@ _UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 _CACHE_MAX = 16384  # per-value caches (level names, components) are cleared when this full
 _DETECT_LINES = 200  # how many lines of a file's first chunk may be tried to detect its format
 _HEAD_BYTES = 256 * 1024  # format and preset detection look at most this much of a chunk
-# the prefix of a CRI line holding a whole message (envelope.CRI_LINE with tag F), matched
-# after a newline: a literal first character lets the regex engine skip ahead fast
-_CRI_WHOLE = re.compile(rb"\n\d{4}-\d\d-\d\dT\S+ (?:stdout|stderr) F(?::\S*)? (?=\{)")
 UNKNOWN = "unknown"
 
 
@@ -786,14 +782,15 @@ class Source:
 
     def _cri_lines(self, buf: bytes, start: int, end: int) -> bool:
         """CRI lines that are all whole (F) messages, with no partial of either stream pending:
-        the prefixes are cut from the whole chunk by one regex and the messages take the JSON
-        fast path, instead of unwrapping, sniffing and decoding to a dict line by line. The
+        the prefixes are cut from the whole chunk in one C call (exporter._tally.cut_cri) and
+        the messages take the JSON fast path, instead of unwrapping, sniffing and decoding to a
+        dict line by line. The
         number of prefixes cut must equal the number of records, which must equal the number of
         lines, so any line that is not such an F line (a P chunk, garbage, a non-JSON
         message) sends the chunk to the per-line path."""
         if self.inner not in (None, "json") or self.joiner.parts or self.joiner.overflow:
             return False
-        body, cut = _CRI_WHOLE.subn(b"\n", b"\n" + buf[start:end])
+        body, cut = _tally.cut_cri(memoryview(buf)[start:end])
         return cut > 0 and self._json_lines(body, 1, len(body), cut)
 
     def _detect(self, chunk: bytes) -> None:

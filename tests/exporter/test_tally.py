@@ -5,6 +5,7 @@ pairs in one chunk than the loop tallies itself), the metrics are the same."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -86,3 +87,24 @@ def test_lines_counts_newlines_and_picks_lines_by_index(buf: bytes) -> None:
         count, picked = _tally.lines(buf, start, len(buf), indices)
         assert count == part.count(b"\n")
         assert picked == [want[i] for i in indices]
+
+
+# What cut_cri does, as the regex it replaced: the prefix of a CRI line holding a whole (F)
+# message that is a JSON object, matched after a newline.
+CRI_WHOLE = re.compile(rb"\n\d{4}-\d\d-\d\dT\S+ (?:stdout|stderr) F(?::\S*)? (?=\{)")
+CRI_PARTS = st.lists(st.sampled_from([
+    b"2026-11-22T00:00:01.123456789Z", b"2026-11-22T", b"2026-1-22T00", b"20261122T00", b"x",
+    b" ", b"  ", b"\t", b"\r", b"\x0b", b"\n", b"stdout", b"stderr", b"stdin", b"F", b"P",
+    b":", b":tag", b"{", b'{"level":"info"}', b"}", b"\xff", b"0", b"-"]), max_size=14)
+
+
+@settings(max_examples=400, deadline=None)
+@given(lines=st.lists(st.one_of(CRI_PARTS.map(b"".join), st.sampled_from([
+    b'2026-11-22T00:00:01Z stdout F {"a":1}', b"2026-11-22T00:00:01Z stderr F:x {}",
+    b"2026-11-22T00:00:01Z stdout P {", b"2026-11-22T00:00:01Z stdout F  {}",
+    b"2026-11-22T00:00:01Z stdout F:\t{}", b"2026-11-22T00:00:01Z\tstdout F {}"])),
+    max_size=8), newline=st.booleans())
+def test_cut_cri_cuts_what_the_regex_cuts(lines: list[bytes], newline: bool) -> None:
+    chunk = b"\n".join(lines) + (b"\n" if newline else b"")
+    assert _tally.cut_cri(chunk) == CRI_WHOLE.subn(b"\n", b"\n" + chunk)
+    assert _tally.cut_cri(memoryview(b"xx" + chunk)[2:]) == _tally.cut_cri(chunk)
