@@ -284,7 +284,7 @@ class Rules:
             if duration is None or duration <= over:
                 m &= ~bit
         for bit, cond in self.fields:
-            if m & bit and not _field_ok(cond, get(cond["path"])):  # type: ignore[misc]
+            if m & bit and not _field_ok(cond, get(cond["path"])):
                 m &= ~bit
         key = (m, level == "fatal")
         dec = self._decisions.get(key)

@@ -3,10 +3,11 @@ fingerprint -> aggregate. `oneshot` and the live tailer both feed raw file bytes
 
 Hot path (plain JSON files, and CRI files of whole JSON messages once their prefixes are cut):
 a whole chunk of complete lines is decoded by one msgspec `decode_lines` call into Structs
-holding only the needed fields, and each record touches a few dicts; error lines are then
-decoded again in full and classified. Anything unusual in a chunk (a malformed line, an
-over-long line, a CRI partial) sends that chunk through the per-line path, which counts and
-skips the bad lines and handles the rest the same way.
+holding only the needed fields, which exporter._tally (C) counts; error lines are then decoded
+again in full and classified by `Pipeline.classify`, the one loop every error line goes
+through. Anything unusual in a chunk (a malformed line, an over-long line, a CRI partial) sends
+that chunk through the per-line path, which counts and skips the bad lines and handles the rest
+the same way.
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ class Extractor:
         self.duration = duration
 
     def roles_of(self, recs: list[Any]) -> list[Roles]:
+        """Each error record's message, error message, error type, stack and trace id."""
         return list(map(self.roles, recs))
 
 
@@ -501,16 +503,16 @@ class Pipeline:
         return text, scrubbed
 
     def error(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None) -> None:
-        self.classify(ex, [r], [(level, comp)], [d])
+        self.classify(ex, [r], [(level, comp, None, True)], [d])
 
-    def classify(self, ex: Extractor, recs: list[Any], lcs: Iterable[tuple[str, str]],
+    def classify(self, ex: Extractor, recs: list[Any], entries: Iterable[tuple[Any, ...]],
                  durations: Iterable[float | None],
                  detail: list[dict[str, Any]] | None = None) -> None:
-        """Count error records, each with its level and component label (the first two items
-        of `lcs`' tuples) and duration: decide severity and category, fingerprint, count, keep
-        the trace id as the series' exemplar. Every error line of every path comes through
-        this one loop, which is why it is written flat: it runs for each error line of a file.
-        With `detail`, what was decided is appended to it per record (explain)."""
+        """Count error records, each with its (level, component label, ...) cache entry and its
+        duration: decide severity and category, fingerprint, count, keep the trace id as the
+        series' exemplar. Every error line of every path comes through this one loop, which is
+        why it is written flat: it runs for each error line of a file. With `detail`, what was
+        decided is appended to it per record (explain)."""
         agg = self.agg
         getters, text_type, et_cache = ex.get, self._text_type, self._etype_cache
         decide = self.rules.decide_on
@@ -520,8 +522,8 @@ class Pipeline:
                                            agg.fingerprints_new, agg.exemplars)
         ev, bv = errs.values, by_fp.values
         now = time.time()
-        for r, rs, (level, comp, *_), d in zip(recs, ex.roles_of(recs), lcs, durations,
-                                               strict=True):
+        for r, rs, (level, comp, _, _), d in zip(recs, ex.roles_of(recs), entries, durations,
+                                                 strict=True):
             msg, errmsg, et, _, trace = rs
             if type(msg) is str and errmsg is None and type(et) is str \
                     and (etype := et_cache.get(et)) is not None:
@@ -570,8 +572,6 @@ class Pipeline:
                lines: list[bytes]) -> None:
         """The error lines of a fast chunk, in line order, decoded in one call."""
         recs = decode.JSON.decode_lines(b"\n".join(lines))
-        if len(recs) != len(errors):  # one object per line, as the whole chunk was decoded
-            raise AssertionError("error lines decoded to another number of records")
         self.classify(self.extractor(preset, False), recs, map(itemgetter(1), errors),
                       map(itemgetter(2), errors))
 
@@ -784,10 +784,9 @@ class Source:
         """CRI lines that are all whole (F) messages, with no partial of either stream pending:
         the prefixes are cut from the whole chunk in one C call (exporter._tally.cut_cri) and
         the messages take the JSON fast path, instead of unwrapping, sniffing and decoding to a
-        dict line by line. The
-        number of prefixes cut must equal the number of records, which must equal the number of
-        lines, so any line that is not such an F line (a P chunk, garbage, a non-JSON
-        message) sends the chunk to the per-line path."""
+        dict line by line. The number of prefixes cut must equal the number of records, which
+        must equal the number of lines, so any line that is not such an F line (a P chunk,
+        garbage, a non-JSON message) sends the chunk to the per-line path."""
         if self.inner not in (None, "json") or self.joiner.parts or self.joiner.overflow:
             return False
         body, cut = _tally.cut_cri(memoryview(buf)[start:end])
@@ -910,7 +909,7 @@ class Source:
                                "level": level, "component": comp, "duration_seconds": d}
         if level in levels.ERROR_LEVELS:
             details: list[dict[str, Any]] = []
-            pipe.classify(ex, [rec], [(level, comp)], [d], details)
+            pipe.classify(ex, [rec], [(level, comp, None, True)], [d], details)
             res = details[0]
             f, dec = res["facts"], res["decision"]
             out.update(error_type=f.error_type, severity=dec.severity, category=dec.category,
