@@ -49,8 +49,7 @@ cut_cri(chunk) -> (body, cut)
 #define MEMO 256
 
 typedef struct {
-    PyObject *level, *comp; /* strong references */
-    PyObject *entry;        /* borrowed from the cache, which the loop does not change */
+    PyObject *level, *comp, *entry; /* strong references */
 } Memo;
 
 typedef struct {
@@ -60,7 +59,7 @@ typedef struct {
 } Field;
 
 typedef struct {
-    PyObject *entry; /* borrowed from the cache, which the loop does not change */
+    PyObject *entry; /* strong reference */
     Py_ssize_t lines;
     Py_ssize_t with_duration;
     double sum;
@@ -173,7 +172,7 @@ plain_seconds(PyObject *v, double mul, double *out)
     return 1;
 }
 
-/* The cache entry for a record, borrowed; NULL with no error when the key is new or
+/* The cache entry for a record, a new reference; NULL with no error when the key is new or
    unhashable (a dict where a name should be) or the entry is not a 4-tuple. */
 static PyObject *
 lookup(PyObject *cache, PyObject *key)
@@ -186,7 +185,7 @@ lookup(PyObject *cache, PyObject *key)
     }
     if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 4)
         return NULL;
-    return entry;
+    return Py_NewRef(entry);
 }
 
 /* How a record's cache key is made: by one callable, or from two fields. */
@@ -210,7 +209,8 @@ key_init(Key *k, PyObject *spec)
     return 0;
 }
 
-/* A record's cache entry, borrowed (see lookup); the memo answers for pairs seen before. */
+/* A record's cache entry, a new reference (see lookup); the memo answers for pairs seen
+   before. */
 static PyObject *
 entry_of(PyObject *r, const Key *k, PyObject *cache, Memo *memo)
 {
@@ -240,7 +240,7 @@ entry_of(PyObject *r, const Key *k, PyObject *cache, Memo *memo)
     Py_ssize_t hl = memo_hash(level), hc = memo_hash(comp);
     Memo *m = hl < 0 || hc < 0 ? NULL : &memo[(size_t)(hl * 7 + hc) % MEMO];
     if (m != NULL && m->entry != NULL && memo_same(m->level, level) && memo_same(m->comp, comp)) {
-        entry = m->entry;
+        entry = Py_NewRef(m->entry);
         goto out;
     }
     if (key == NULL && (key = PyTuple_Pack(2, level, comp)) == NULL)
@@ -249,7 +249,7 @@ entry_of(PyObject *r, const Key *k, PyObject *cache, Memo *memo)
     if (entry != NULL && m != NULL) {
         Py_XSETREF(m->level, Py_NewRef(level));
         Py_XSETREF(m->comp, Py_NewRef(comp));
-        m->entry = entry;
+        Py_XSETREF(m->entry, Py_NewRef(entry));
     }
 out:
     Py_XDECREF(key);
@@ -302,6 +302,47 @@ fail:
     return NULL;
 }
 
+/* A record's duration: 1 with *seconds set when it is a plain number; 2 when it has none; 0
+   when the caller must judge it (a string, a negative, or another duration field set); -1 on
+   error. */
+static int
+duration_of(PyObject *r, const Field *dur, double mul, PyObject *any_duration,
+            PyObject *no_duration, double *seconds)
+{
+    PyObject *v = field_get(dur, r);
+    if (v == NULL)
+        return -1;
+    if (v != Py_None) {
+        int plain = plain_seconds(v, mul, seconds);
+        Py_DECREF(v);
+        return plain;
+    }
+    Py_DECREF(v);
+    if (any_duration == Py_None)
+        return 2;
+    PyObject *others = PyObject_CallOneArg(any_duration, r);
+    if (others == NULL)
+        return -1;
+    int set = PyObject_RichCompareBool(others, no_duration, Py_NE);
+    Py_DECREF(others);
+    return set < 0 ? -1 : set ? 0 : 2;
+}
+
+/* The group tallying an entry; NULL when all MAX_GROUPS are taken by others. */
+static Group *
+group_of(Group *groups, Py_ssize_t *ngroups, PyObject *entry)
+{
+    for (Py_ssize_t k = 0; k < *ngroups; k++) {
+        if (groups[k].entry == entry)
+            return &groups[k];
+    }
+    if (*ngroups == MAX_GROUPS)
+        return NULL;
+    Group *g = &groups[(*ngroups)++];
+    g->entry = Py_NewRef(entry);
+    return g;
+}
+
 static PyObject *
 tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -329,11 +370,12 @@ tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t *counts = PyMem_Calloc((size_t)MAX_GROUPS * (nb + 1), sizeof(Py_ssize_t));
     Memo *memo = PyMem_Calloc(MEMO, sizeof(Memo));
     PyObject *odd = PyList_New(0), *errors = PyList_New(0), *result = NULL;
+    PyObject *items = PySequence_Tuple(recs); /* owned: getters may run Python code */
     if (bounds == NULL || groups == NULL || counts == NULL || memo == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    if (odd == NULL || errors == NULL)
+    if (odd == NULL || errors == NULL || items == NULL)
         goto done;
     for (Py_ssize_t b = 0; b < nb; b++) {
         bounds[b] = PyFloat_AsDouble(PyTuple_GET_ITEM(bounds_arg, b));
@@ -341,70 +383,36 @@ tally(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
     }
 
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(recs); i++) {
-        PyObject *r = PyList_GET_ITEM(recs, i);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(items); i++) {
+        PyObject *r = PyTuple_GET_ITEM(items, i);
         PyObject *entry = entry_of(r, &key, cache, memo);
         if (entry == NULL && PyErr_Occurred())
             goto done;
-        int plain = 0;
         double seconds = 0.0;
-        if (entry != NULL) {
-            PyObject *v = field_get(&dur, r);
-            if (v == NULL)
-                goto done;
-            if (v != Py_None) {
-                plain = plain_seconds(v, mul, &seconds);
-                Py_DECREF(v);
-                if (plain < 0)
-                    goto done;
-                if (plain == 0)
-                    entry = NULL; /* a string or a negative: the caller converts or skips */
+        int d = entry == NULL ? 0 : duration_of(r, &dur, mul, any_duration, no_duration,
+                                                 &seconds);
+        Group *g = d > 0 ? group_of(groups, &ngroups, entry) : NULL;
+        int rc = 0;
+        if (d < 0) {
+            rc = -1;
+        }
+        else if (g == NULL) {
+            rc = append_new(odd, PyLong_FromSsize_t(i));
+        }
+        else {
+            g->lines++;
+            if (d == 1) {
+                g->with_duration++;
+                g->sum += seconds;
+                counts[(g - groups) * (nb + 1) + bucket(bounds, nb, seconds)]++;
             }
-            else {
-                Py_DECREF(v);
-                if (any_duration != Py_None) { /* another duration field may be set */
-                    PyObject *others = PyObject_CallOneArg(any_duration, r);
-                    if (others == NULL)
-                        goto done;
-                    int set = PyObject_RichCompareBool(others, no_duration, Py_NE);
-                    Py_DECREF(others);
-                    if (set < 0)
-                        goto done;
-                    if (set)
-                        entry = NULL;
-                }
-            }
+            if (PyTuple_GET_ITEM(entry, 3) == Py_True)
+                rc = append_new(errors, d == 1 ? Py_BuildValue("(nOd)", i, entry, seconds)
+                                               : Py_BuildValue("(nOO)", i, entry, Py_None));
         }
-        Group *g = NULL;
-        if (entry != NULL) {
-            for (Py_ssize_t k = 0; k < ngroups; k++) {
-                if (groups[k].entry == entry) {
-                    g = &groups[k];
-                    break;
-                }
-            }
-            if (g == NULL && ngroups < MAX_GROUPS) {
-                g = &groups[ngroups++];
-                g->entry = entry;
-            }
-        }
-        if (g == NULL) {
-            if (append_new(odd, PyLong_FromSsize_t(i)) < 0)
-                goto done;
-            continue;
-        }
-        g->lines++;
-        if (plain) {
-            g->with_duration++;
-            g->sum += seconds;
-            counts[(g - groups) * (nb + 1) + bucket(bounds, nb, seconds)]++;
-        }
-        if (PyTuple_GET_ITEM(entry, 3) == Py_True) {
-            PyObject *item = plain ? Py_BuildValue("(nOd)", i, entry, seconds)
-                                   : Py_BuildValue("(nOO)", i, entry, Py_None);
-            if (append_new(errors, item) < 0)
-                goto done;
-        }
+        Py_XDECREF(entry);
+        if (rc < 0)
+            goto done;
     }
     PyObject *built = build_groups(groups, ngroups, counts, nb);
     if (built != NULL)
@@ -414,7 +422,11 @@ done:
     for (Py_ssize_t m = 0; memo != NULL && m < MEMO; m++) {
         Py_XDECREF(memo[m].level);
         Py_XDECREF(memo[m].comp);
+        Py_XDECREF(memo[m].entry);
     }
+    for (Py_ssize_t g = 0; g < ngroups; g++)
+        Py_DECREF(groups[g].entry);
+    Py_XDECREF(items);
     PyMem_Free(memo);
     PyMem_Free(bounds);
     PyMem_Free(groups);
