@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -62,12 +63,22 @@ async def until(cond: Callable[[], object], what: str, timeout: float = DEADLINE
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
+class Sum(float):
+    """A histogram's sum, equal to another within a relative 1e-9: the order its values are
+    added in (and so its last bits) depends on how the file was read."""
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, int | float):
+            return math.isclose(self, other, rel_tol=1e-9)
+        return NotImplemented  # e.g. pytest.approx decides
+
+    __hash__ = float.__hash__
+
+
 def samples(text: str) -> Samples:
-    """Prometheus text exposition as {(sample name, sorted labels): value}. A histogram's sum
-    is rounded to 12 significant digits: the order its values are added in (and so its last
-    bits) depends on how the file was read."""
+    """Prometheus text exposition as {(sample name, sorted labels): value}."""
     return {(s.name, tuple(sorted(s.labels.items()))):
-            float(f"{s.value:.12g}") if s.name.endswith("_sum") else s.value
+            Sum(s.value) if s.name.endswith("_sum") else s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
