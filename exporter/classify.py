@@ -268,10 +268,7 @@ class Rules:
             cache[collapsed] = m
         return m
 
-    def decide(self, f: Facts) -> Decision:
-        return self.decide_on(f.level, f.text, f.error_type, f.component, f.duration, f.get)
-
-    def decide_on(self, level: str, text: str, error_type: str, component: str,
+    def decide(self, level: str, text: str, error_type: str, component: str,
                   duration: float | None, get: Callable[[str], Any] | None) -> Decision:
         """`get` reads a field by path; it may be None when no rule has a field condition."""
         c0, c1, c2 = self._caches  # hits looked up inline: this runs for every error line

@@ -432,10 +432,11 @@ class Pipeline:
                      errors: list[tuple[int, Any, float | None]]) -> None:
         """One record exporter._tally left over: a new (level, component) pair, a duration
         that is not a plain non-negative number, or another duration field than the first."""
+        key = ex.lc(r)
         try:
-            entry = ex.lc_cache[ex.lc(r)]
+            entry = ex.lc_cache[key]
         except (KeyError, TypeError):  # new pair, or a dict/list where a name should be
-            entry = self._lc_entry(ex, ex.lc(r))
+            entry = self._lc_entry(ex, key)
         self.agg.lines[entry[0]] += 1
         d = ex.duration(r)
         if d is not None:
@@ -515,7 +516,7 @@ class Pipeline:
         decided is appended to it per record (explain)."""
         agg = self.agg
         getters, text_type, et_cache = ex.get, self._text_type, self._etype_cache
-        decide = self.rules.decide_on
+        decide = self.rules.decide
         need_get = bool(self.rules.fields)
         norms, fps, seen = self._norm_cache, self._fp_cache, self.seen
         errs, by_fp, new_fps, exemplars = (agg.errors, agg.by_fingerprint,
@@ -774,7 +775,7 @@ class Source:
         # one record per line: msgspec also skips blank lines and reads two objects on one
         # line, which the per-line path counts as invalid; it keeps error lines findable too
         if ex.full:
-            if len(recs) != buf.count(b"\n", start, end):
+            if len(recs) != _tally.lines(buf, start, end, ())[0]:
                 return False
             self.pipe.records(ex, recs)
             return True

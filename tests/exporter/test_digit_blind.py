@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter import config
-from exporter.classify import Facts, Rules, digit_blind
+from exporter.classify import Rules, digit_blind
 
 PATTERNS = [
     r"order \w+ failed", r"\bOOM\b", r"rate limit(ed)? exceeded", r"[a-z]+ \d+", r"^invalid ",
@@ -54,7 +54,7 @@ def test_rules_decide_as_a_plain_search_would(msgs: list[str]) -> None:
             for i, p in enumerate(PATTERNS)]
     rules = Rules(spec, {"fatal": "critical", "error": "low", "category": "application"})
     for text in msgs:
-        dec = rules.decide(Facts("error", text, "unknown", "api", None, lambda _: None))
+        dec = rules.decide("error", text, "unknown", "api", None, None)
         first = next((i for i, p in enumerate(PATTERNS)
                       if re.compile(p, re.IGNORECASE).search(text)), None)
         assert dec.rule == ("fallback" if first is None else f"r{first}")

@@ -79,7 +79,6 @@ def test_more_pairs_in_a_chunk_than_the_loop_tallies(components: int) -> None:
 
 @pytest.mark.parametrize("buf", [b"", b"a\n", b"a\r\nbb\n\nccc\n", b"x\ny", b"\n\n\n"])
 def test_lines_counts_newlines_and_picks_lines_by_index(buf: bytes) -> None:
-    want = buf.split(b"\n")[:-1]
     for start in range(len(buf) + 1):
         part = buf[start:]
         want = part.split(b"\n")[:-1]
