@@ -474,7 +474,7 @@ def test_openmetrics_negotiation_exemplars_and_health(exporter):
 
 
 def readme_exporter_metrics() -> set[str]:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
     return set(re.findall(r"^\| `(tailpage_exporter_\w+)` \|", readme, re.M))
 
 

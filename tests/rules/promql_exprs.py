@@ -115,11 +115,9 @@ def metric_names(expr: str) -> set[str]:
 
 
 def readme_metrics() -> dict[str, str]:
-    """Metric name -> type from the README's "Metrics reference" tables."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("## Metrics reference", 1)[1]
-    section = re.split(r"\n## ", section, maxsplit=1)[0]
-    return dict(re.findall(r"^\| `(tailpage_\w+)` \| (\w+) \|", section, flags=re.M))
+    """Metric name -> type from the tables of the metrics reference (docs/metrics.md)."""
+    text = (REPO / "docs" / "metrics.md").read_text()
+    return dict(re.findall(r"^\| `(tailpage_\w+)` \| (\w+) \|", text, flags=re.M))
 
 
 def base_name(name: str, types: dict[str, str]) -> str:

@@ -48,8 +48,8 @@ def exposed(text: str) -> set[str]:
 
 
 def readme_rows() -> dict[str, tuple[str, set[str], bool]]:
-    """name -> (type, labels, live-mode only) from the README's Metrics reference."""
-    text = (REPO / "README.md").read_text().split("## Metrics reference", 1)[1]
+    """name -> (type, labels, live-mode only) from the metrics reference (docs/metrics.md)."""
+    text = (REPO / "docs" / "metrics.md").read_text()
     rows = {}
     for name, kind, labels, what in re.findall(
             r"^\| `(tailpage_\w+)` \| (\w+) \| ([^|]*) \| ([^|]*) \|", text, flags=re.M):
