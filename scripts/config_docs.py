@@ -167,7 +167,7 @@ def helm_comments(values_text: str) -> dict[str, str]:
             body = stripped.lstrip("#").strip()
             if body.startswith("-- ") or body == "--":
                 block = [body[2:].strip()]
-            elif body and not set(body) <= {"-"} and not re.match(r"^\s*#\s{2,}", line):
+            elif body and not set(body) <= {"-"}:  # not a banner line of dashes
                 block.append(body)
             continue
         match = re.match(r"^(\s*)([A-Za-z0-9_.-]+):", line)
@@ -183,7 +183,13 @@ def helm_comments(values_text: str) -> dict[str, str]:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Table cell text: outside `code` spans, pipes escaped and <, > and & as text, not HTML
+    (inside them Markdown's tables take both as they are)."""
+    parts = text.replace("\n", " ").split("`")
+    for i in range(0, len(parts), 2):
+        parts[i] = (parts[i].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                    .replace("|", "\\|"))
+    return "`".join(parts)
 
 
 def _default(value: Any) -> str:
@@ -192,17 +198,29 @@ def _default(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def render(page: str) -> str:
+def rows(page: str) -> list[Row]:
+    """The page's rows: every key of the schema, in schema order, depth first."""
     spec = PAGES[page]
     schema = json.loads((REPO / spec["schema"]).read_text())
-    defaults: Any = _MISSING
+    values: Any = _MISSING
     comments: dict[str, str] = {}
     if "values" in spec:
         values_text = (REPO / spec["values"]).read_text()
-        defaults = yaml.safe_load(values_text) or {}
+        values = yaml.safe_load(values_text) or {}
         comments = helm_comments(values_text)
-    rows: list[Row] = []
-    _walk(schema, schema, "", False, rows, defaults, comments)
+    out: list[Row] = []
+    _walk(schema, schema, "", False, out, values, comments)
+    return out
+
+
+def defaults(page: str) -> dict[str, Any]:
+    """key -> default, for the keys that have one (tests compare hand-written tables with it)."""
+    return {r.key: r.default for r in rows(page) if r.default is not _MISSING}
+
+
+def render(page: str) -> str:
+    spec = PAGES[page]
+    schema = json.loads((REPO / spec["schema"]).read_text())
     out = [f"# {spec['title']}", "", GENERATED_NOTE.format(schema=spec["schema"]), "",
            spec["intro"], "",
            f"Generated at build time from `{spec['schema']}`"
@@ -210,20 +228,34 @@ def render(page: str) -> str:
            + ". `NAME` stands for a name you choose, `[]` for each item of a list.", ""]
     if schema.get("description"):
         out += [_cell(schema["description"]), ""]
-    out += ["| key | type | default | description |", "| --- | --- | --- | --- |"]
+    # Keys without sub-keys share the first table; each key with sub-keys gets its own section.
+    all_rows = rows(page)
+    tops = [r.key for r in all_rows if not re.search(r"[.\[]", r.key)]
+    under = {t: [r for r in all_rows if r.key == t or r.key.startswith((t + ".", t + "["))]
+             for t in tops}
+    groups = [("Top-level keys", [under[t][0] for t in tops if len(under[t]) == 1])]
+    groups += [(f"`{t}`", under[t]) for t in tops if len(under[t]) > 1]
     long_defaults = []
-    for row in rows:
-        default = _default(row.default)
-        if len(default) > LONG_DEFAULT:
-            long_defaults.append(row)
-            default = "see [below](#default-" + _slug(row.key) + ")"
-        elif default:
-            default = f"`{_cell(default)}`"
-        elif row.required:
-            default = "required"
-        out.append(f"| `{row.key}` | {_cell(row.type)} | {default} | {_cell(row.text)} |")
+    for title, group in groups:
+        if not group:
+            continue
+        out += [f"## {title}", "", "| key | type | default | description |",
+                "| --- | --- | --- | --- |"]
+        for row in group:
+            default = _default(row.default)
+            if len(default) > LONG_DEFAULT:
+                long_defaults.append(row)
+                default = "see [below](#default-" + _slug(row.key) + ")"
+            elif default:
+                default = f"`{default}`"
+            elif row.required:
+                default = "required"
+            out.append(f"| `{row.key}` | {_cell(row.type)} | {default} | {_cell(row.text)} |")
+        out.append("")
+    if long_defaults:
+        out += ["## Long defaults"]
     for row in long_defaults:
-        out += ["", f"## Default of `{row.key}` {{#default-{_slug(row.key)}}}", "", "```yaml",
+        out += ["", f"### `{row.key}` {{#default-{_slug(row.key)}}}", "", "```yaml",
                 yaml.safe_dump({row.key: row.default}, sort_keys=False, width=100,
                                allow_unicode=True).rstrip(), "```"]
     return "\n".join(out) + "\n"

@@ -2,7 +2,10 @@
 lines, errors past the series limit, a malformed line, a rotation and a truncation, and a real
 `tailpage-receiver run` that accepts an alert, rejects a bad webhook and delivers to a console
 channel. Every tailpage_* family scraped must be documented, in its program's section and with
-its type; every documented one must be scraped."""
+its type; every documented one must be scraped.
+
+The same two processes check the README's five-minute walk-through: its log line gives the metric
+line it shows, and its webhook and ack commands get the answers it shows."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "metrics.md"
+README = (REPO / "README.md").read_text()
 BIN = Path(sys.executable).parent
 DEADLINE = 60.0  # generous: the machine may be loaded
 
@@ -129,7 +133,10 @@ limits: {{max_series_per_metric: 2}}
             assert status == 200
             return text
 
-        write(app, {"level": "info", "message": "request done", "component": "api",
+        readme_line = re.search(r"^echo '(\{.*\})' >> logs/app\.log", README, re.M)
+        assert readme_line, "README: the walk-through's `echo '{...}' >> logs/app.log` is gone"
+        write(app, readme_line[1],  # first, so its series is within the limit of 2
+              {"level": "info", "message": "request done", "component": "api",
                     "duration_ms": 42},
               '{"level": "info", "broken',  # malformed: a parse failure
               *({"level": "error", "message": "payment failed for order 17",
@@ -149,7 +156,8 @@ limits: {{max_series_per_metric: 2}}
 
 
 @pytest.fixture(scope="module")
-def receiver_scrape(tmp_path_factory) -> Iterator[str]:
+def receiver_run(tmp_path_factory) -> Iterator[dict]:
+    """The receiver's scrape, its answers to the README's commands and its console output."""
     tmp = tmp_path_factory.mktemp("receiver")
     cfg = tmp / "receiver.yml"
     cfg.write_text(f"""
@@ -172,21 +180,24 @@ delivery: {{poll_interval: 50ms}}
         until(lambda: proc.poll() is None and get(base + "/-/ready")[0] == 200, "/-/ready", log)
         alert = (REPO / "tests" / "receiver" / "payloads" / "firing.json").read_bytes()
         json_type = {"Content-Type": "application/json"}
-        assert get(base + "/alerts", alert, json_type)[0] == 200
-        assert get(base + "/alerts", alert, json_type)[0] == 200  # a duplicate
+        answers = [get(base + "/alerts", alert, json_type) for _ in range(2)]  # then a duplicate
         assert get(base + "/alerts", b"{not json", json_type)[0] == 400  # a rejection
         until(lambda: 'tailpage_receiver_notifications_total{channel="console",result="success"}'
               in get(base + "/metrics")[1], "a delivery", log)
-        yield get(base + "/metrics")[1]
+        ack = re.search(r"curl -s -XPOST '127\.0\.0\.1:9097(/api/v1/alerts/\w+/ack\?by=\w+)'",
+                        README)
+        assert ack, "README: the walk-through's ack command is gone"
+        acked = get(base + ack[1], b"")
+        yield {"scrape": get(base + "/metrics")[1], "answers": answers, "ack": acked, "log": log}
     finally:
         stop(proc)
 
 
 def test_every_scraped_metric_is_documented_and_every_documented_one_is_scraped(
-        exporter_scrape, receiver_scrape):
+        exporter_scrape, receiver_run):
     docs = documented()
     assert docs["Exporter"] and docs["Receiver"], f"{PAGE}: no '## Exporter'/'## Receiver' table"
-    scraped = {"Exporter": families(exporter_scrape), "Receiver": families(receiver_scrape)}
+    scraped = {"Exporter": families(exporter_scrape), "Receiver": families(receiver_run["scrape"])}
     all_documented = {n for rows in docs.values() for n in rows}
     problems = []
     for program, names in scraped.items():
@@ -214,3 +225,23 @@ def test_metrics_only_seen_after_events_are_documented():
     names = {n for rows in documented().values() for n in rows}
     missing = sorted(set(AFTER_EVENTS) - names)
     assert not missing, f"AFTER_EVENTS names not documented in docs/metrics.md: {missing}"
+
+
+def test_readme_walkthrough_line_gives_the_metric_line_it_shows(exporter_scrape):
+    shown = re.findall(r"^(tailpage_errors_total\{.*\}) (\S+)$", README, re.M)
+    assert len(shown) == 1, "README: the walk-through's tailpage_errors_total line is gone"
+    scraped = dict(ln.rsplit(" ", 1) for ln in exporter_scrape.splitlines()
+                   if ln.startswith("tailpage_errors_total{"))
+    assert scraped.get(shown[0][0]) == shown[0][1], (shown, scraped)
+
+
+def test_readme_walkthrough_webhook_and_ack_answer_as_shown(receiver_run):
+    said = re.findall(r"# (\{\"accepted\": \d+, \"duplicates\": \d+\})", README)
+    assert said, "README: the walk-through's webhook answer is gone"
+    first, again = (json.loads(body) for status, body in receiver_run["answers"])
+    assert json.loads(said[0]) == first
+    dup = re.search(r'\(`"duplicates": (\d+)`\)', README)
+    assert dup and again == {"accepted": 0, "duplicates": int(dup[1])}, again
+    assert receiver_run["ack"][0] == 200, receiver_run["ack"]
+    shown = re.search(r"The console channel prints `([^`]+)`", README)
+    assert shown and shown[1] in receiver_run["log"].read_text()
