@@ -268,9 +268,13 @@ def _slug(key: str) -> str:
 # --- MkDocs hook -----------------------------------------------------------------------------
 
 def on_files(files, config):  # MkDocs calls it
+    from mkdocs.exceptions import PluginError
     from mkdocs.structure.files import File
 
     for page in PAGES:
+        if files.get_file_from_path(page) is not None:
+            raise PluginError(f"docs/{page} is generated from {PAGES[page]['schema']} at build "
+                              "time: remove the file, or rename it")
         files.append(File.generated(config, page, content=render(page)))
     return files
 
