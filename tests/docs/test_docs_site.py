@@ -44,9 +44,8 @@ def site(tmp_path_factory) -> Path:
 
 
 def page_html(site: Path, doc: str) -> Path:
-    """docs/x.md -> site/x/index.html (MkDocs' directory URLs); docs/index.md -> site/index.html."""
-    stem = Path(doc).with_suffix("")
-    return site / ("index.html" if stem.name == "index" else stem / "index.html")
+    """docs/x.md -> site/x.html (mkdocs.yml: use_directory_urls: false)."""
+    return site / Path(doc).with_suffix(".html")
 
 
 def anchors(html: Path) -> set[str]:
