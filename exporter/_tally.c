@@ -29,8 +29,10 @@ A field is a callable (record -> value) or a member descriptor of the records' t
 Struct fields are: that one is read straight from the record's slot.
 
 lines(buf, start, end, wanted) -> (count, picked)
-  count         newlines in buf[start:end]
-  picked        the lines (without their newline) at the ascending indices `wanted`
+  count         the lines of buf[start:end] (each ending in a newline) that are not blank
+  picked        those lines (without their newline) at the ascending indices `wanted`
+  A blank line holds only JSON whitespace (space, tab, CR): msgspec's decode_lines skips it, as
+  the per-line path does, so record i of a chunk decoded one record per line is counted line i.
 
 cut_cri(chunk) -> (body, cut)
   CRI container log lines turned into the JSON lines they hold (see the function).
@@ -436,6 +438,15 @@ done:
     return result;
 }
 
+/* The line p..nl holds only JSON whitespace. */
+static int
+blank(const char *p, const char *nl)
+{
+    while (p < nl && (*p == ' ' || *p == '\t' || *p == '\r'))
+        p++;
+    return p == nl;
+}
+
 static PyObject *
 lines(PyObject *module, PyObject *args)
 {
@@ -465,6 +476,10 @@ lines(PyObject *module, PyObject *args)
         const char *nl = memchr(p, '\n', stop - p);
         if (nl == NULL)
             break;
+        if (blank(p, nl)) {
+            p = nl + 1;
+            continue;
+        }
         if (count == want) {
             if (append_new(picked, PyBytes_FromStringAndSize(p, nl - p)) < 0)
                 goto fail;

@@ -139,7 +139,7 @@ def _walk(v: Any, rest: list[str]) -> Any:
     for part in rest:
         if isinstance(v, dict):
             v = v.get(part)
-        elif isinstance(v, list) and part.lstrip("-").isdigit():
+        elif isinstance(v, list) and part.lstrip("-").isascii() and part.lstrip("-").isdigit():
             i = int(part)
             v = v[i] if -len(v) <= i < len(v) else None
         else:

@@ -13,6 +13,7 @@ the same way.
 from __future__ import annotations
 
 import fnmatch
+import sys
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
@@ -31,6 +32,7 @@ from exporter.expose import LineCollector
 from exporter.presets import PRESETS, Preset, detect
 
 _UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+_FLOAT_MAX = sys.float_info.max
 _CACHE_MAX = 16384  # per-value caches (level names, components) are cleared when this full
 _DETECT_LINES = 200  # how many lines of a file's first chunk may be tried to detect its format
 _HEAD_BYTES = 256 * 1024  # format and preset detection look at most this much of a chunk
@@ -48,6 +50,17 @@ def _first_of(getters: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
                 return v
         return None
     return first
+
+
+def seconds(v: Any, mul: float, unit: str) -> float | None:
+    """A duration field's value in seconds, None when it is no duration. An integer no float
+    can hold (JSON allows 4,300 digits) is none: multiplying it would raise OverflowError."""
+    t = type(v)
+    if t is int and not -_FLOAT_MAX <= v <= _FLOAT_MAX:
+        return None
+    if (t is float or t is int) and v >= 0:
+        return v * mul
+    return to_seconds(v, unit)
 
 
 def _nothing(_: Any) -> None:
@@ -181,10 +194,7 @@ class Extractor:
             for getter, mul, unit in dur:
                 v = getter(r)
                 if v is not None:
-                    t = type(v)
-                    if (t is float or t is int) and v >= 0:
-                        return v * mul
-                    return to_seconds(v, unit)
+                    return seconds(v, mul, unit)
             return None
         self.duration = duration
 
@@ -603,7 +613,8 @@ class Pipeline:
                         v = float(v)
                     except ValueError:
                         continue
-                if not isinstance(v, int | float) or isinstance(v, bool) or v != v:
+                if not isinstance(v, int | float) or isinstance(v, bool) or v != v \
+                        or not -_FLOAT_MAX <= v <= _FLOAT_MAX:  # no float holds it
                     continue
                 v = v * cfg["scale"]
             else:
