@@ -12,7 +12,8 @@ import pytest
 from exporter_helpers import RecordingPipeline, until
 
 from exporter.checkpoint import CheckpointStore
-from exporter.tail import PASS_BUDGET, Input, Settings, Tailer, line_start_before, watch_root
+from exporter.tail import PASS_BUDGET, Input, Settings, Tailer, line_start_before
+from exporter.watch import watch_root
 
 
 class Clock:
