@@ -47,7 +47,7 @@ class Live:
 def load(args: argparse.Namespace) -> tuple[config_mod.Config, Live]:
     """Config file (or the embedded default) with the command line applied; ConfigError if bad."""
     cfg = config_mod.load(args.config, listen=args.listen, paths=args.path or None,
-                          checkpoint=args.checkpoint)
+                          checkpoint=args.checkpoint, isolated=True)  # no jsonschema kept here
     # Relative globs (`--path 'logs/*.log'`) mean relative to where we were started; made absolute
     # once so the tailer's file paths, the pipeline's per-input `format` match and the `path`
     # labels all agree (and a later SIGHUP reload means the same files).
