@@ -128,7 +128,13 @@ def main(args: argparse.Namespace) -> int:
     except config_mod.ConfigError as e:
         print(f"tailpage-exporter: {e}", file=sys.stderr)
         return 2
-    return asyncio.run(serve(args, cfg, live, signals))
+    try:
+        return asyncio.run(serve(args, cfg, live, signals))
+    finally:
+        # Stopped: later signals are ignored by the kernel, so none can kill the process (Python
+        # puts back the default action of signals it handles while it exits) or print a traceback.
+        for sig in (*STOP_SIGNALS, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 async def serve(args: argparse.Namespace, cfg: config_mod.Config, live: Live,

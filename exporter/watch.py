@@ -15,6 +15,8 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from exporter.checkpoint import TMP_PREFIX as CHECKPOINT_TMP_PREFIX
+
 if TYPE_CHECKING:
     from inotify_simple import INotify
 
@@ -126,10 +128,13 @@ class Watch:
             self.close()
             self.tailer.watching = False
             return
-        rescan = resync = False
+        rescan = resync = woken = False
         for ev in events:
             if ev.mask & IN_IGNORED:  # the directory is gone (or unwatched)
                 self.wds.pop(ev.wd, None)
+            elif self._ours(ev.wd, ev.name):
+                continue
+            woken = True
             if ev.mask & (IN_NAMES | IN_SELF | IN_Q_OVERFLOW):
                 rescan = True
             if ev.mask & (IN_SELF | IN_Q_OVERFLOW | IN_IGNORED) or (
@@ -137,8 +142,18 @@ class Watch:
                 resync = True
         if resync:
             self.sync()
-        if events:
+        if woken:
             self.tailer.wake(rescan)
+
+    def _ours(self, wd: int, name: str) -> bool:
+        """The event is about our own checkpoint (its temporary file or the rename that replaces
+        it): no reason to look at the logs again when it shares their directory."""
+        store = self.tailer.store
+        if store is None or not name:
+            return False
+        directory, base = os.path.split(os.path.abspath(store.path))
+        return self.wds.get(wd) == directory and (
+            name == base or name.startswith(CHECKPOINT_TMP_PREFIX))
 
     def close(self) -> None:
         if self.ino is not None:
