@@ -11,7 +11,6 @@ import os
 import re
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -57,7 +56,10 @@ def parse_duration(text: str) -> float:
 
 @cache
 def schema() -> dict[str, Any]:
-    return json.loads(resources.files("exporter").joinpath("config.schema.json").read_text())
+    # a plain file beside this module (package data): importlib.resources would add ~0.5 MB of
+    # modules (zipfile among them) to the sidecar for this one read
+    with open(os.path.join(os.path.dirname(__file__), "config.schema.json"), encoding="utf-8") as f:
+        return json.load(f)
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

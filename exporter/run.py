@@ -65,6 +65,18 @@ def load(args: argparse.Namespace) -> tuple[config_mod.Config, Live]:
     return cfg, Live(host, port, inputs, settings, cfg["checkpoint"]["path"])
 
 
+def give_back_memory() -> None:
+    """Hand the heap freed since start (import and parsing temporaries, the config's JSON) back to
+    the kernel: glibc's malloc keeps it otherwise, ~1.5 MB of an idle sidecar's resident memory.
+    ctypes is loaded already (inotify_simple uses it)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (e.g. musl): nothing to do
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 class Signals:
     """SIGTERM, SIGINT and SIGHUP as callbacks on the event loop, from `main`'s first line on.
 
@@ -163,6 +175,7 @@ async def serve(args: argparse.Namespace, cfg: config_mod.Config, live: Live,
 
     tailer.start()  # load the checkpoint, first scan
     state.config_loaded = True
+    give_back_memory()
     log.info("following %d file(s) for %s", len(tailer.files), [i.path for i in live.inputs])
 
     stop = asyncio.Event()
@@ -189,6 +202,7 @@ async def serve(args: argparse.Namespace, cfg: config_mod.Config, live: Live,
         tailer.reconfigure(new_live.inputs, new_live.settings)
         tailer.store = CheckpointStore(new_live.checkpoint_path)
         log.info("SIGHUP: config reloaded; following %s", [i.path for i in new_live.inputs])
+        give_back_memory()
 
     signals.attach(asyncio.get_running_loop(), on_stop, on_hup)
     code = 0
