@@ -13,7 +13,8 @@ the same time, so the shared machine's noise hits both alike):
   that blocks on inotify and its sockets barely wakes; one that polls wakes at its poll rate).
 --scrape N scrapes each /metrics every N seconds during the window, as Prometheus would (default
 0: none, the quietest case). --importtime also prints the exporter's slowest top-level imports
-(python -X importtime) from a separate start.
+(python -X importtime) from a separate start. Last (--delays N), N single lines are
+appended from idle and the delay until each process's /metrics counts them is reported.
 
 Usage: .venv/bin/python bench/exporter_idle.py [--window 10] [--settle 5] [--json OUT]
 Needs: mtail (Debian package) and tailpage-exporter (pip install -e .).
@@ -26,6 +27,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -151,10 +153,32 @@ def measure(procs: list[Proc], window: float, scrape_every: float) -> dict[str, 
     return out
 
 
-def importtime(exporter: str, log: Path, d: Path) -> list[tuple[int, str]]:
+def delays(procs: list[Proc], log: Path, n: int) -> dict[str, dict[str, float]]:
+    """From an idle start, n times: append one line, then scrape every 5 ms until each process
+    counts it. The write-to-/metrics delay shows that sleeping while idle costs no latency."""
+    out: dict[str, list[float]] = {p.name: [] for p in procs}
+    for _ in range(n):
+        time.sleep(0.5)  # idle again
+        before = {p.name: p.counted() for p in procs}
+        t0 = time.monotonic()
+        with open(log, "ab") as f:
+            f.write(LINES.splitlines(keepends=True)[0])
+        waiting = list(procs)
+        while waiting and time.monotonic() - t0 < 10:
+            for p in list(waiting):
+                if (c := p.counted()) is not None and c > (before[p.name] or 0):
+                    out[p.name].append(time.monotonic() - t0)
+                    waiting.remove(p)
+            time.sleep(0.005)
+    return {name: {"p50_ms": round(1000 * sorted(d)[len(d) // 2], 1),
+                   "max_ms": round(1000 * max(d), 1), "seen": len(d)}
+            for name, d in out.items() if d}
+
+
+def importtime(exporter: list[str], log: Path, d: Path) -> list[tuple[int, str]]:
     """Cumulative microseconds of the exporter's top-level imports, slowest first."""
     port = free_port()
-    p = Proc("tailpage-exporter", [exporter, "run", "--listen", f"127.0.0.1:{port}",
+    p = Proc("tailpage-exporter", [*exporter, "run", "--listen", f"127.0.0.1:{port}",
                                    "--path", str(log), "--checkpoint", str(d / "ckpt-imp.json")],
              f"http://127.0.0.1:{port}/metrics", d / "importtime.err",
              env={"PYTHONPROFILEIMPORTTIME": "1"})
@@ -175,10 +199,16 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=10.0, help="seconds sampled")
     ap.add_argument("--settle", type=float, default=5.0, help="seconds idle before sampling")
     ap.add_argument("--scrape", type=float, default=0.0, help="scrape every N s (0: never)")
+    ap.add_argument("--delays", type=int, default=10, help="single-line delays measured after")
     ap.add_argument("--importtime", action="store_true", help="also profile the imports")
+    ap.add_argument("--exporter", metavar="CMD",
+                    help="command that starts the exporter, e.g. to compare another checkout: "
+                         "'env PYTHONPATH=/tmp/old .venv/bin/python -m exporter.cli' "
+                         "(default: tailpage-exporter beside this Python)")
     ap.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     args = ap.parse_args()
-    exporter = shutil.which("tailpage-exporter", path=os.path.dirname(sys.executable))
+    installed = shutil.which("tailpage-exporter", path=os.path.dirname(sys.executable))
+    exporter = shlex.split(args.exporter) if args.exporter else [installed] if installed else []
     mtail = shutil.which("mtail")
     if not exporter or not mtail:
         raise SystemExit("needs mtail (apt-get install mtail) and tailpage-exporter (pip -e .)")
@@ -189,6 +219,7 @@ def main() -> int:
                                  if ln.startswith("model name")), platform.machine()),
                     "cores": os.cpu_count(), "python": platform.python_version(),
                     "loadavg_before": [round(x, 2) for x in os.getloadavg()]},
+        "exporter": args.exporter or "tailpage-exporter",
         "window_s": args.window, "settle_s": args.settle, "scrape_every_s": args.scrape,
     }
     with tempfile.TemporaryDirectory(prefix="exporter-idle-") as tmp:
@@ -199,7 +230,7 @@ def main() -> int:
         log.write_bytes(LINES)  # there before the start: exporter starts at its end, like mtail
         ep, mp = free_port(), free_port()
         procs = [
-            Proc("tailpage-exporter", [exporter, "run", "--listen", f"127.0.0.1:{ep}", "--path",
+            Proc("tailpage-exporter", [*exporter, "run", "--listen", f"127.0.0.1:{ep}", "--path",
                                        str(log), "--checkpoint", str(d / "ckpt.json")],
                  f"http://127.0.0.1:{ep}/metrics", d / "exporter.out"),
             Proc("mtail", [mtail, "--progs", str(d / "progs"), "--logs", str(log), "--address",
@@ -216,6 +247,8 @@ def main() -> int:
                 p.wait_counted(LINES.count(b"\n"))
             time.sleep(args.settle)
             result.update(measure(procs, args.window, args.scrape))
+            if args.delays:
+                result["write_to_metrics_delay"] = delays(procs, log, args.delays)
         finally:
             codes = {p.name: p.stop() for p in procs}
         result["exit_codes_on_sigterm"] = codes
