@@ -15,6 +15,8 @@ the same time, so the shared machine's noise hits both alike):
 0: none, the quietest case). --importtime also prints the exporter's slowest top-level imports
 (python -X importtime) from a separate start. Last (--delays N), N single lines are
 appended from idle and the delay until each process's /metrics counts them is reported.
+--rss-ladder shows where the resident memory goes: VmRSS after each module `run` imports, in its
+order (a child Python of this virtualenv).
 
 Usage: .venv/bin/python bench/exporter_idle.py [--window 10] [--settle 5] [--json OUT]
 Needs: mtail (Debian package) and tailpage-exporter (pip install -e .).
@@ -175,6 +177,38 @@ def delays(procs: list[Proc], log: Path, n: int) -> dict[str, dict[str, float]]:
             for name, d in out.items() if d}
 
 
+# The modules `run` loads, in the order it loads them; then what each dependency it no longer loads
+# would add on top of them.
+LADDER = ["argparse", "logging", "exporter.config", "asyncio", "prometheus_client", "msgspec",
+          "exporter.pipeline", "exporter.tail", "inotify_simple", "exporter.server", "exporter.run"]
+DROPPED = ["aiohttp.web", "jsonschema", "watchfiles"]
+LADDER_CODE = """import sys
+def rss():
+    for ln in open('/proc/self/status'):
+        if ln.startswith('VmRSS'):
+            return int(ln.split()[1])
+out = [('python', rss())]
+for m in sys.argv[1:]:
+    __import__(m)
+    out.append((m, rss()))
+print(out)
+"""
+
+
+def rss_ladder(python: str) -> dict[str, dict[str, float]]:
+    """VmRSS (MB) after each import in `run`'s order, and what each dropped dependency would add
+    on top of all of them."""
+    def run(mods: list[str]) -> list[tuple[str, int]]:
+        r = subprocess.run([python, "-c", LADDER_CODE, *mods], capture_output=True, text=True,
+                           check=True)
+        return eval(r.stdout)  # noqa: S307 - our own child's repr of a list of tuples
+
+    ladder = run(LADDER)
+    dropped = {m: round((run([*LADDER, m])[-1][1] - ladder[-1][1]) / 1024, 1) for m in DROPPED}
+    return {"cumulative_mb": {m: round(kb / 1024, 1) for m, kb in ladder},
+            "dropped_would_add_mb": dropped}
+
+
 def importtime(exporter: list[str], log: Path, d: Path) -> list[tuple[int, str]]:
     """Cumulative microseconds of the exporter's top-level imports, slowest first."""
     port = free_port()
@@ -205,6 +239,8 @@ def main() -> int:
                     help="command that starts the exporter, e.g. to compare another checkout: "
                          "'env PYTHONPATH=/tmp/old .venv/bin/python -m exporter.cli' "
                          "(default: tailpage-exporter beside this Python)")
+    ap.add_argument("--rss-ladder", action="store_true",
+                    help="also show resident memory after each module `run` imports")
     ap.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     args = ap.parse_args()
     installed = shutil.which("tailpage-exporter", path=os.path.dirname(sys.executable))
@@ -255,6 +291,8 @@ def main() -> int:
         if args.importtime:
             result["exporter_imports_ms"] = {name: round(us / 1000, 1)
                                              for us, name in importtime(exporter, log, d)}
+    if args.rss_ladder:
+        result["rss_ladder"] = rss_ladder(sys.executable)
     result["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=1))
     if args.json:
