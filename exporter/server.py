@@ -203,8 +203,13 @@ class MetricsServer:
         def answer(path: str, accept: str) -> Answer:
             return respond(state, render, path, accept)
 
-        # binds now: OSError when it cannot
-        self._server = _Server(host, port, asyncio.get_running_loop(), answer)
+        loop = asyncio.get_running_loop()
+        try:  # binds now: OSError when it cannot
+            self._server = _Server(host, port, loop, answer)
+        except OSError:
+            if host is not None or not socket.has_ipv6:
+                raise
+            self._server = _Server("0.0.0.0", port, loop, answer)  # IPv6 disabled on this host
         self._stopping = False
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
         self._thread.start()

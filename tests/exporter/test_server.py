@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import math
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -151,3 +152,22 @@ async def test_checkpoint_failures_are_counted(tmp_path):
     assert m[("tailpage_exporter_checkpoint_writes_total", (("result", "failure"),))] == 1
     assert m[("tailpage_exporter_checkpoint_writes_total", (("result", "success"),))] == 0
     assert math.isnan(m[("tailpage_exporter_checkpoint_age_seconds", ())])  # never written
+
+
+async def test_no_host_listens_on_every_interface(tmp_path):
+    """`listen: ":PORT"`: one socket for IPv4 and (where the host has it) IPv6."""
+    tailer = Tailer([Input(str(tmp_path / "*.log"), "end")], SETTINGS, RecordingPipeline())
+    state = State(tailer=tailer, registry=CollectorRegistry(auto_describe=False))
+    server = MetricsServer(state, render, None, 0)
+    port = server.address[1]
+    hosts = ["127.0.0.1"] + (["[::1]"] if socket.has_ipv6 and server.address[0] == "::" else [])
+
+    def get(host: str) -> int:
+        with urllib.request.urlopen(f"http://{host}:{port}/-/healthy", timeout=10) as r:
+            return r.status
+
+    try:
+        for host in hosts:
+            assert await asyncio.to_thread(get, host) == 200, host
+    finally:
+        await asyncio.to_thread(server.close)
