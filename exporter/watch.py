@@ -78,31 +78,44 @@ class Watch:
         self.wds: dict[int, str] = {}  # watch descriptor -> directory
         self.failed: set[str] = set()  # directories whose watch failed (logged once)
         self.ino: INotify | None = None
-        poll = tailer.settings.poll_interval
-        if os.environ.get("WATCHFILES_FORCE_POLLING"):
-            log.info("WATCHFILES_FORCE_POLLING set: polling every %ss", poll)
+        self.forced = bool(os.environ.get("WATCHFILES_FORCE_POLLING"))
+        self.unavailable: str | None = None  # why inotify could not be had (logged once)
+        if self.forced:
+            log.info("WATCHFILES_FORCE_POLLING set: polling every %ss",
+                     tailer.settings.poll_interval)
             return
+        self.sync()
+
+    def _open(self) -> INotify | None:
+        """The inotify instance, made now if need be (tried again at each sync until it works)."""
+        if self.ino is not None or self.forced:
+            return self.ino
         try:
             from inotify_simple import INotify
 
             self.ino = INotify(nonblocking=True)
-        except (ImportError, OSError) as e:  # e.g. the instance limit reached
-            log.warning("inotify unavailable (%s); polling every %ss", e, poll)
-            return
-        loop.add_reader(self.ino.fileno(), self._on_events)
-        self.sync()
+        except (ImportError, OSError) as e:  # e.g. fs.inotify.max_user_instances reached
+            if str(e) != self.unavailable:
+                log.warning("inotify unavailable (%s); polling every %ss",
+                            e, self.tailer.settings.poll_interval)
+                self.unavailable = str(e)
+            return None
+        self.unavailable = None
+        self.loop.add_reader(self.ino.fileno(), self._on_events)
+        return self.ino
 
     def sync(self) -> None:
         """Watch the directories the tailer needs, drop the others; `watching` says whether all
         are watched (else the tailer keeps polling)."""
-        if self.ino is None:
+        ino = self._open()
+        if ino is None:
             return
         t = self.tailer
         wanted = watch_dirs(t.inputs, t.files.values())
         have = set(self.wds.values())
         for d in sorted(wanted - have):
             try:
-                self.wds[self.ino.add_watch(d, WATCH_MASK)] = d
+                self.wds[ino.add_watch(d, WATCH_MASK)] = d
                 self.failed.discard(d)
             except OSError as e:  # ENOSPC: max_user_watches reached; EACCES
                 if d not in self.failed:
@@ -113,13 +126,15 @@ class Watch:
             if d not in wanted:
                 del self.wds[wd]
                 with contextlib.suppress(OSError):
-                    self.ino.rm_watch(wd)
+                    ino.rm_watch(wd)
         watching = bool(wanted) and wanted <= set(self.wds.values())
         if watching and not t.watching:
             log.info("inotify watching %s", ", ".join(sorted(wanted)))
         t.watching = watching
 
     def _on_events(self) -> None:
+        if self.ino is None:
+            return
         try:
             events = self.ino.read(timeout=0)
         except OSError as e:
