@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # used is stored with the hash so a grown file still matches its earlier, shorter fingerprint).
 FINGERPRINT_BYTES = 1024
 VERSION = 1
+TMP_PREFIX = ".checkpoint-"  # the temporary file a save writes, then renames over the checkpoint
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class CheckpointStore:
         body = json.dumps(
             {"version": VERSION, "files": [asdict(e) for e in entries]}, indent=1
         ).encode()
-        fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(body)

@@ -11,7 +11,6 @@ import os
 import re
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -57,7 +56,10 @@ def parse_duration(text: str) -> float:
 
 @cache
 def schema() -> dict[str, Any]:
-    return json.loads(resources.files("exporter").joinpath("config.schema.json").read_text())
+    # a plain file beside this module (package data): importlib.resources would add ~0.5 MB of
+    # modules (zipfile among them) to the sidecar for this one read
+    with open(os.path.join(os.path.dirname(__file__), "config.schema.json"), encoding="utf-8") as f:
+        return json.load(f)
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -130,9 +132,10 @@ def _expected(err: jsonschema.ValidationError) -> str:
     return err.message
 
 
-def validate(data: Any, file: str) -> dict[str, Any]:
+def validate(data: Any, file: str, isolated: bool = False) -> dict[str, Any]:
     """Expand env, validate against the schema, fill defaults, then the checks JSON Schema cannot
-    express (regexes compile, the listen port is in range)."""
+    express (regexes compile, the listen port is in range). `isolated`: the schema check runs in a
+    child process (see check_in_child)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -141,23 +144,53 @@ def validate(data: Any, file: str) -> dict[str, Any]:
     # An empty config is the embedded defaults, valid by construction (a test checks the filled
     # defaults against the schema): `oneshot` without --config skips importing jsonschema, also
     # with only a valid --format override (checked against the schema's enum here).
-    errors = []
     if data and not (data.keys() == {"format"}
                      and data["format"] in schema()["$defs"]["format"]["enum"]):
-        import jsonschema
-
-        validator = jsonschema.Draft202012Validator(schema())
-        errors = sorted(validator.iter_errors(data),
-                        key=lambda e: (list(e.absolute_path), e.message))
-    if errors:
-        err = jsonschema.exceptions.best_match(errors)
-        while err.context:  # anyOf/oneOf: the most specific sub-error says most
-            err = jsonschema.exceptions.best_match(err.context)
-        raise ConfigError(file, _key_path(err), _expected(err))
+        error = check_in_child(data, file) if isolated else schema_error(data, file)
+        if error is not None:
+            raise error
     _fill(data, schema())
     _check_regexes(data, file)
     _check_listen(data["listen"], file)
     return data
+
+
+def schema_error(data: Any, file: str) -> ConfigError | None:
+    """What is wrong with `data` according to the schema, said as specifically as it can be."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: (list(e.absolute_path), e.message))
+    if not errors:
+        return None
+    err = jsonschema.exceptions.best_match(errors)
+    while err.context:  # anyOf/oneOf: the most specific sub-error says most
+        err = jsonschema.exceptions.best_match(err.context)
+    return ConfigError(file, _key_path(err), _expected(err))
+
+
+def check_in_child(data: dict[str, Any], file: str) -> ConfigError | None:
+    """schema_error() in a short-lived child process (`python -m exporter.config`), so that
+    jsonschema and all it imports (~3.7 MB resident) never live in the long-running sidecar.
+    Same verdict, same words; checked here instead when the data would not survive the trip as
+    JSON (YAML dates, non-string keys) or the child cannot run."""
+    try:
+        doc = json.dumps(data)
+        same = json.loads(doc) == data
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        return schema_error(data, file)
+    import subprocess
+    import sys
+
+    try:
+        r = subprocess.run([sys.executable, "-m", "exporter.config"], input=doc,
+                           capture_output=True, text=True, timeout=120, check=True)
+        verdict = json.loads(r.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return schema_error(data, file)
+    return None if verdict is None else ConfigError(file, verdict[0], verdict[1])
 
 
 def parse_listen(listen: str) -> tuple[str | None, int]:
@@ -191,9 +224,11 @@ def _check_regexes(data: dict[str, Any], file: str) -> None:
 
 
 def load(path: str | None = None, *, format: str | None = None, listen: str | None = None,
-         paths: list[str] | None = None, checkpoint: str | None = None) -> Config:
+         paths: list[str] | None = None, checkpoint: str | None = None,
+         isolated: bool = False) -> Config:
     """Load and validate a config file (or the embedded defaults when path is None), applying
-    command-line overrides before validation so they are checked like the file."""
+    command-line overrides before validation so they are checked like the file. `isolated`: see
+    validate()."""
     file = path or "<defaults>"
     data: Any = {}
     if path is not None:
@@ -222,4 +257,11 @@ def load(path: str | None = None, *, format: str | None = None, listen: str | No
             data["inputs"] = [{"path": p} for p in paths]
         if checkpoint is not None:
             data["checkpoint"] = {**(data.get("checkpoint") or {}), "path": checkpoint}
-    return Config(validate(data, file), file)
+    return Config(validate(data, file, isolated), file)
+
+
+if __name__ == "__main__":  # check_in_child's child: config data in on stdin, verdict out
+    import sys
+
+    found = schema_error(json.load(sys.stdin), "")
+    json.dump(None if found is None else [found.key_path, found.expected], sys.stdout)

@@ -1,8 +1,13 @@
 """`tailpage-exporter run`: the live sidecar.
 
 Loads the config, builds the pipeline, serves /metrics and follows the log files until SIGTERM or
-SIGINT (stop reading, write the checkpoint, close). SIGHUP reloads the config: followed files,
-offsets and counters are kept; globs, intervals and classification rules are swapped in.
+SIGINT (stop reading, write the checkpoint, close, exit 0). SIGHUP reloads the config: followed
+files, offsets and counters are kept; globs, intervals and classification rules are swapped in.
+
+Signals are handled from the first line of `main` to the exit, never handed back to Python's
+defaults, so any number of SIGINT/SIGTERM in a row (Ctrl-C, then the process manager's SIGTERM)
+still end in one clean stop: exit status 0, the final checkpoint written, no traceback. The
+pipeline, server and tailer are imported after that (they are most of the start-up time).
 """
 
 from __future__ import annotations
@@ -13,20 +18,19 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from aiohttp import web
-from prometheus_client.registry import CollectorRegistry
+from typing import TYPE_CHECKING
 
 from exporter import config as config_mod
-from exporter.checkpoint import CheckpointStore
-from exporter.expose import render
-from exporter.pipeline import Pipeline
-from exporter.server import SelfCollector, State, make_app
-from exporter.tail import Input, Settings, Tailer
+
+if TYPE_CHECKING:
+    from exporter.tail import Input, Settings
 
 log = logging.getLogger("exporter.run")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -43,13 +47,15 @@ class Live:
 def load(args: argparse.Namespace) -> tuple[config_mod.Config, Live]:
     """Config file (or the embedded default) with the command line applied; ConfigError if bad."""
     cfg = config_mod.load(args.config, listen=args.listen, paths=args.path or None,
-                          checkpoint=args.checkpoint)
+                          checkpoint=args.checkpoint, isolated=True)  # no jsonschema kept here
     # Relative globs (`--path 'logs/*.log'`) mean relative to where we were started; made absolute
     # once so the tailer's file paths, the pipeline's per-input `format` match and the `path`
     # labels all agree (and a later SIGHUP reload means the same files).
     for inp in cfg.data["inputs"]:
         inp["path"] = os.path.abspath(inp["path"])
     cfg.data["checkpoint"]["path"] = os.path.abspath(cfg.data["checkpoint"]["path"])
+    from exporter.tail import Input, Settings
+
     host, port = config_mod.parse_listen(cfg["listen"])
     inputs = [Input(path=i["path"], start_at=i["start_at"]) for i in cfg["inputs"]]
     settings = Settings(poll_interval=cfg.seconds("tail", "poll_interval"),
@@ -59,51 +65,132 @@ def load(args: argparse.Namespace) -> tuple[config_mod.Config, Live]:
     return cfg, Live(host, port, inputs, settings, cfg["checkpoint"]["path"])
 
 
+def give_back_memory() -> None:
+    """Hand the heap freed since start (import and parsing temporaries, the config's JSON) back to
+    the kernel: glibc's malloc keeps it otherwise, ~1.5 MB of an idle sidecar's resident memory.
+    ctypes is loaded already (inotify_simple uses it)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (e.g. musl): nothing to do
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+class Signals:
+    """SIGTERM, SIGINT and SIGHUP as callbacks on the event loop, from `main`'s first line on.
+
+    Before the loop runs (and after it ended) a stop signal is only remembered; `attach` hands the
+    loop the ones received so far. The C-level handler also writes each signal to a socket the loop
+    watches (`signal.set_wakeup_fd`), so the loop wakes even when another thread took the signal.
+    """
+
+    def __init__(self) -> None:
+        self.early: list[str] = []  # stop signals received while no loop listens
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.callbacks: dict[int, Callable[[], None]] = {}
+        self._pair: tuple[socket.socket, socket.socket] | None = None
+        for sig in (*STOP_SIGNALS, signal.SIGHUP):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum: int, frame: object) -> None:
+        loop, callback = self.loop, self.callbacks.get(signum)
+        if loop is not None and callback is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to do
+                loop.call_soon_threadsafe(callback)
+                return
+        if signum in STOP_SIGNALS:
+            self.early.append(signal.Signals(signum).name)
+
+    def attach(self, loop: asyncio.AbstractEventLoop, on_stop: Callable[[str], None],
+               on_hup: Callable[[], None]) -> None:
+        rsock, wsock = self._pair = socket.socketpair()
+        for s in self._pair:
+            s.setblocking(False)
+        signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
+
+        def drain() -> None:  # woken: the Python-level handler runs right after this
+            with contextlib.suppress(OSError):
+                rsock.recv(4096)
+
+        loop.add_reader(rsock.fileno(), drain)
+        self.callbacks = {signal.SIGTERM: lambda: on_stop("SIGTERM"),
+                          signal.SIGINT: lambda: on_stop("SIGINT"), signal.SIGHUP: on_hup}
+        self.loop = loop
+        for name in self.early:
+            loop.call_soon(on_stop, name)
+
+    def detach(self) -> None:
+        """Back to remembering only (the handlers stay ours until the process exits)."""
+        if self.loop is not None and self._pair is not None:
+            signal.set_wakeup_fd(-1)
+            self.loop.remove_reader(self._pair[0].fileno())
+            for s in self._pair:
+                s.close()
+        self.loop, self._pair, self.callbacks = None, None, {}
+
+
 def main(args: argparse.Namespace) -> int:
+    signals = Signals()
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every batch at INFO
     try:
         cfg, live = load(args)
     except config_mod.ConfigError as e:
         print(f"tailpage-exporter: {e}", file=sys.stderr)
         return 2
-    return asyncio.run(serve(args, cfg, live))
+    try:
+        return asyncio.run(serve(args, cfg, live, signals))
+    finally:
+        # Stopped: later signals are ignored by the kernel, so none can kill the process (Python
+        # puts back the default action of signals it handles while it exits) or print a traceback.
+        for sig in (*STOP_SIGNALS, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
 
 
-async def serve(args: argparse.Namespace, cfg: config_mod.Config, live: Live) -> int:
+async def serve(args: argparse.Namespace, cfg: config_mod.Config, live: Live,
+                signals: Signals) -> int:
+    from prometheus_client.registry import CollectorRegistry
+
+    from exporter.checkpoint import CheckpointStore
+    from exporter.expose import render
+    from exporter.pipeline import Pipeline
+    from exporter.server import MetricsServer, SelfCollector, State
+    from exporter.tail import Tailer
+
     pipeline = Pipeline(cfg)
     tailer = Tailer(live.inputs, live.settings, pipeline, CheckpointStore(live.checkpoint_path))
     registry = CollectorRegistry(auto_describe=False)
     state = State(tailer=tailer, registry=registry)
     registry.register(pipeline.collector)
     registry.register(SelfCollector(state))
-    runner = web.AppRunner(make_app(state, render), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, live.host, live.port)
     try:
-        await site.start()
+        server = MetricsServer(state, render, live.host, live.port)
     except OSError as e:
         log.error("cannot listen on %s:%s: %s", live.host or "*", live.port, e)
-        await runner.cleanup()
         return 1
-    for host, port, *_ in runner.addresses:  # the real port when 0 was asked
-        log.info("listening on http://%s:%d/metrics", host, port)
+    host, port = server.address
+    log.info("listening on http://%s:%d/metrics", f"[{host}]" if ":" in host else host, port)
 
     tailer.start()  # load the checkpoint, first scan
     state.config_loaded = True
+    give_back_memory()
     log.info("following %d file(s) for %s", len(tailer.files), [i.path for i in live.inputs])
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
 
     def on_stop(signame: str) -> None:
+        if stop.is_set():
+            log.info("%s: already stopping", signame)
+            return
         log.info("%s: stopping (checkpoint, then exit)", signame)
         stop.set()
         tailer.stop()
 
     def on_hup() -> None:
+        if stop.is_set():
+            return
         try:
             new_cfg, new_live = load(args)
         except config_mod.ConfigError as e:  # keep running on the config we have
@@ -115,29 +202,28 @@ async def serve(args: argparse.Namespace, cfg: config_mod.Config, live: Live) ->
         tailer.reconfigure(new_live.inputs, new_live.settings)
         tailer.store = CheckpointStore(new_live.checkpoint_path)
         log.info("SIGHUP: config reloaded; following %s", [i.path for i in new_live.inputs])
+        give_back_memory()
 
-    loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-
+    signals.attach(asyncio.get_running_loop(), on_stop, on_hup)
     code = 0
     task = asyncio.create_task(tailer.run())
     waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    tailer.stop()
     try:
-        await task
-    except Exception as e:  # a bug, not bad input: record why, checkpoint what we have, exit 1
-        log.exception("tailing stopped")
-        state.failed = type(e).__name__
-        code = 1
-    waiter.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await waiter
-    followed = len(tailer.files)
-    await tailer.close()
-    log.info("stopped; final checkpoint covers %d file(s)", followed)
-    await runner.cleanup()
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        loop.remove_signal_handler(sig)
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        tailer.stop()
+        try:
+            await task
+        except Exception as e:  # a bug, not bad input: record why, checkpoint what we have, exit 1
+            log.exception("tailing stopped")
+            state.failed = type(e).__name__
+            code = 1
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+        followed = len(tailer.files)
+        await tailer.close()
+        log.info("stopped; final checkpoint covers %d file(s)", followed)
+    finally:
+        await asyncio.to_thread(server.close)
+        signals.detach()
     return code

@@ -1,29 +1,47 @@
-"""Expose stage (live mode): the aiohttp app serving /metrics, /-/healthy and /-/ready.
+"""Expose stage (live mode): the HTTP server for /metrics, /-/healthy and /-/ready.
 
 The line metrics come from the pipeline's collector; the tailer's own health (files, offsets,
 rotations, checkpoints) from SelfCollector below, read straight from the tailer's plain state at
 scrape time so there is nothing to keep in sync.
+
+The server is the standard library's (already loaded by prometheus_client, so it costs no memory
+aiohttp would: see docs/exporter-sidecar.md): one thread accepts, a thread per connection parses
+the request, and every answer is computed on the event loop (`respond`), so a scrape never sees
+the aggregate half-updated and `mark_scraped` records exactly the offsets the rendered counts
+cover.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gzip
+import logging
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.tail import Tailer
 
+log = logging.getLogger(__name__)
+
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+PLAIN = "text/plain; charset=utf-8"
+REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request (slow or stuck clients)
+ANSWER_TIMEOUT = 30.0  # seconds a request waits for the loop before a 503
 
 
 @dataclass
 class State:
-    """What the app object carries between requests; the only mutable state outside the tailer."""
+    """What the server carries between requests; the only mutable state outside the tailer."""
 
     tailer: Tailer
     registry: CollectorRegistry
@@ -78,30 +96,139 @@ def wants_openmetrics(accept: str) -> bool:
     return "application/openmetrics-text" in accept
 
 
-def make_app(state: State, render: Callable[[CollectorRegistry, bool], bytes]) -> web.Application:
-    async def metrics(request: web.Request) -> web.Response:
-        om = wants_openmetrics(request.headers.get("Accept", ""))
+Answer = tuple[int, str, bytes]  # status, content type, body
+Render = Callable[[CollectorRegistry, bool], bytes]
+
+
+def respond(state: State, render: Render, path: str, accept: str) -> Answer:
+    """The answer to GET `path`. Runs on the event loop, never in the server's threads."""
+    if path == "/metrics":
+        om = wants_openmetrics(accept)
         t0 = time.perf_counter()
         body = render(state.registry, om)
         state.scrape_duration = time.perf_counter() - t0
-        state.tailer.mark_scraped()  # no await since render: the offsets match the counts
-        resp = web.Response(body=body, headers={"Content-Type": OPENMETRICS if om else TEXT})
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            resp.enable_compression()
-        return resp
-
-    async def healthy(request: web.Request) -> web.Response:
+        state.tailer.mark_scraped()  # same loop step as render: the offsets match the counts
+        return 200, OPENMETRICS if om else TEXT, body
+    if path == "/-/healthy":
         if state.failed:
-            return web.Response(status=503, text=f"unhealthy: {state.failed}\n")
-        return web.Response(text="healthy\n")
-
-    async def ready(request: web.Request) -> web.Response:
+            return 503, PLAIN, f"unhealthy: {state.failed}\n".encode()
+        return 200, PLAIN, b"healthy\n"
+    if path == "/-/ready":
         if state.config_loaded and state.tailer.ready and not state.failed:
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready\n")
+            return 200, PLAIN, b"ready\n"
+        return 503, PLAIN, b"not ready\n"
+    return 404, PLAIN, b"not found\n"
 
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/-/healthy", healthy)
-    app.router.add_get("/-/ready", ready)
-    return app
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = REQUEST_TIMEOUT
+
+    def do_GET(self) -> None:
+        self._answer(head=False)
+
+    def do_HEAD(self) -> None:
+        self._answer(head=True)
+
+    def _answer(self, head: bool) -> None:
+        srv = self.server
+        path = self.path.partition("?")[0]
+        accept = self.headers.get("Accept", "")
+        fut: Future[Answer] = Future()
+
+        def on_loop() -> None:
+            try:
+                fut.set_result(srv.answer(path, accept))
+            except Exception as e:  # a bug in a collector: a 500, and the loop lives on
+                log.exception("answering %s failed", path)
+                fut.set_exception(e)
+
+        try:
+            srv.loop.call_soon_threadsafe(on_loop)
+        except RuntimeError:  # the loop is closed: we are exiting
+            fut.set_result((503, PLAIN, b"shutting down\n"))
+        try:
+            status, ctype, body = fut.result(ANSWER_TIMEOUT)
+        except TimeoutError:
+            status, ctype, body = 503, PLAIN, b"overloaded: no answer in time\n"
+        except Exception:
+            status, ctype, body = 500, PLAIN, b"internal error (see the exporter's log)\n"
+        if status == 200 and "gzip" in self.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body, compresslevel=1)
+            encoding = "gzip"
+        else:
+            encoding = None
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        if encoding:
+            self.send_header("Content-Encoding", encoding)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # no access log: Prometheus and the kubelet's probes would fill it
+
+    def log_error(self, format: str, *args: object) -> None:
+        log.debug("http: " + format, *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a stuck client must not hold up the exit
+
+    def __init__(self, host: str | None, port: int, loop: asyncio.AbstractEventLoop,
+                 answer: Callable[[str, str], Answer]) -> None:
+        # No host: every interface, IPv4 and IPv6 on one socket where the host has IPv6.
+        self.dual = host is None and socket.has_ipv6
+        if self.dual or (host and ":" in host):
+            self.address_family = socket.AF_INET6
+        self.loop, self.answer = loop, answer
+        super().__init__(("::" if self.dual else host or "", port), _Handler)
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # e.g. the client hung up before its answer was written: not worth a traceback
+        log.debug("http: connection from %s failed", client_address, exc_info=True)
+
+    def server_bind(self) -> None:
+        if self.dual:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+class MetricsServer:
+    """Serves the State over HTTP in a thread that blocks in accept() while nobody connects."""
+
+    def __init__(self, state: State, render: Render, host: str | None, port: int) -> None:
+        def answer(path: str, accept: str) -> Answer:
+            return respond(state, render, path, accept)
+
+        loop = asyncio.get_running_loop()
+        try:  # binds now: OSError when it cannot
+            self._server = _Server(host, port, loop, answer)
+        except OSError:
+            if host is not None or not socket.has_ipv6:
+                raise
+            self._server = _Server("0.0.0.0", port, loop, answer)  # IPv6 disabled on this host
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def _serve(self) -> None:
+        # handle_request() blocks in select() with no timeout: no wake-up while idle.
+        while not self._stopping:
+            self._server.handle_request()
+
+    def close(self) -> None:
+        """Stop accepting (requests being answered finish on their own threads) and unbind."""
+        self._stopping = True
+        # wakes the select() of the accepting thread; accept() then fails and it returns
+        with contextlib.suppress(OSError):
+            self._server.socket.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
+        self._server.server_close()

@@ -14,8 +14,10 @@ again, whole, after a restart. Once /metrics has been scraped, checkpoints hold 
 the last scrape instead of the read position: counts made after it live only in this process's
 memory, so the next process must read those lines again for Prometheus ever to see them.
 
-inotify (through watchfiles) only wakes the loop early; a poll every `poll_interval` is the safety
-net and the whole mechanism where inotify is unavailable.
+inotify (exporter/watch.py) wakes the loop when a watched directory changes; while every directory
+that matters is watched, the loop otherwise sleeps until a timer is due (rescan, checkpoint, a
+partial line's flush), so an idle sidecar does not wake in between. Without inotify (unavailable,
+out of watches, or WATCHFILES_FORCE_POLLING set) a poll every `poll_interval` does the work.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from exporter.checkpoint import (
     matches,
     same_head,
 )
+from exporter.watch import Watch
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +105,6 @@ class Followed:
     rotation_counted: bool = False
     fp: tuple[int, str] = (0, "")  # (length, sha256) of the first bytes, refreshed while short
     flushed: bool = True  # no partial flush due until new bytes arrive
-
-
-def has_magic(part: str) -> bool:
-    return any(c in part for c in "*?[")
-
-
-def watch_root(pattern: str) -> tuple[str, bool]:
-    """The deepest directory a glob cannot leave, and whether matches may lie below its children."""
-    parts = os.path.abspath(pattern).split(os.sep)
-    fixed: list[str] = []
-    for part in parts[:-1]:
-        if has_magic(part):
-            return os.sep.join(fixed) or os.sep, True
-        fixed.append(part)
-    return os.sep.join(fixed) or os.sep, False
 
 
 class Tailer:
@@ -455,6 +443,11 @@ class Tailer:
         self._stop = True
         self._wake.set()
 
+    def wake(self, rescan: bool = False) -> None:
+        """Look again now (inotify saw a change); with rescan, match the globs again first."""
+        self._rescan |= rescan
+        self._wake.set()
+
     async def run(self) -> None:
         """Follow until stop(); then a final read-free checkpoint is the caller's job (close())."""
         if not self.ready:
@@ -462,7 +455,7 @@ class Tailer:
         # At once: a kill -9 before the first interval must not turn the next start into a
         # "first start" that skips to the end of files it has already half read.
         await self.write_checkpoint()
-        watcher = asyncio.create_task(self._watch())
+        watch = Watch(self, asyncio.get_running_loop())
         try:
             next_rescan = self.clock() + self.settings.rescan_interval
             next_checkpoint = self.clock() + self.settings.checkpoint_interval
@@ -471,7 +464,10 @@ class Tailer:
                 if now >= next_rescan:
                     self._rescan = True
                     next_rescan = now + self.settings.rescan_interval
+                scanning = self._rescan
                 more = self.poll()
+                if scanning:
+                    watch.sync()  # directories (or followed files' real directories) new or gone
                 if now >= next_checkpoint:
                     await self.write_checkpoint()
                     next_checkpoint = self.clock() + self.settings.checkpoint_interval
@@ -479,12 +475,25 @@ class Tailer:
                     await asyncio.sleep(0)  # let scrapes and signals in between chunks
                     continue
                 self._wake.clear()
+                if self.watching:  # inotify wakes us on writes: sleep until a timer is due
+                    due = min(next_rescan, next_checkpoint, self._next_timer())
+                    timeout = max(0.001, due - self.clock())
+                else:
+                    timeout = self.settings.poll_interval
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+                    await asyncio.wait_for(self._wake.wait(), timeout)
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            watch.close()
+
+    def _next_timer(self) -> float:
+        """When a partial line is due to be flushed or a detached file to be released."""
+        s, due = self.settings, float("inf")
+        for f in self.files.values():
+            if not f.flushed:
+                due = min(due, f.last_growth + s.partial_flush_timeout)
+            if f.detached_at is not None:
+                due = min(due, max(f.detached_at, f.last_growth) + s.rescan_interval)
+        return due
 
     async def close(self) -> None:
         """Shutdown: write the final checkpoint, then close every file (nothing more is read)."""
@@ -494,55 +503,6 @@ class Tailer:
                 os.close(f.fd)
         self.files.clear()
 
-    def _watch_roots(self) -> tuple[list[str], bool]:
-        roots: set[str] = set()
-        recursive = False
-        for inp in self.inputs:
-            root, deep = watch_root(inp.path)
-            if os.path.isdir(root):
-                roots.add(root)
-                recursive |= deep
-        return sorted(roots), recursive
-
-    async def _watch(self) -> None:
-        """Wake the loop on inotify events; on any failure fall back to polling (and retry)."""
-        if os.environ.get("WATCHFILES_FORCE_POLLING"):
-            # inotify does not work here (e.g. network volume): our poll loop suffices
-            log.info("WATCHFILES_FORCE_POLLING set: polling every %ss", self.settings.poll_interval)
-            return
-        try:
-            import watchfiles
-        except ImportError:  # pragma: no cover - a hard dependency, but polling still works
-            log.warning("watchfiles unavailable; polling every %ss", self.settings.poll_interval)
-            return
-        while not self._stop:
-            roots, recursive = self._watch_roots()
-            if not roots:
-                self.watching = False
-                await asyncio.sleep(self.settings.rescan_interval)
-                continue
-            try:
-                # rust_timeout: an idle watch still yields every second, so `watching` turns true
-                # (and is logged) soon after the inotify watches are in place.
-                async for changes in watchfiles.awatch(
-                    *roots, watch_filter=None, debounce=100, step=10, recursive=recursive,
-                    rust_timeout=1000, yield_on_timeout=True,
-                ):
-                    if not self.watching:
-                        self.watching = True
-                        log.info("inotify watching %s", ", ".join(roots))
-                    if any(c != watchfiles.Change.modified for c, _ in changes):
-                        self._rescan = True
-                    if changes:
-                        self._wake.set()
-                    if self._watch_roots() != (roots, recursive):
-                        self.watching = False
-                        break  # a watched directory appeared or vanished: watch the new set
-            except Exception as e:  # inotify limits, permissions, a root deleted under us
-                self.watching = False
-                log.warning("inotify watch on %s failed (%s); polling every %ss",
-                            roots, e, self.settings.poll_interval)
-                await asyncio.sleep(self.settings.rescan_interval)
 
 
 def line_start_before(fd: int, size: int) -> int:

@@ -3,6 +3,8 @@ without --config may skip validating them), defaults fill partial configs, ${ENV
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -47,3 +49,38 @@ def test_override_is_validated_like_the_file() -> None:
     with pytest.raises(config.ConfigError) as e:
         config.load(None, format="xml")
     assert e.value.key_path == "format"
+
+
+BAD_CONFIGS = [
+    "tail: {poll_interval: 10 parsecs}\n",
+    "inputs: []\n",
+    "inputs: [{path: /x, start_at: middle}]\n",
+    "listen: nowhere\n",
+    "rules: [{name: r, when: {level: error}, severity: urgent}]\n",
+    "nope: 1\n",
+    "default_component: 2026-01-02\n",  # a YAML date: not JSON, so checked in-process
+    "fields: {1: level}\n",  # a non-string key: not JSON either
+]
+
+
+@pytest.mark.parametrize("text", BAD_CONFIGS)
+def test_isolated_check_says_what_the_in_process_one_says(tmp_path: Path, text: str) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(config.ConfigError) as here:
+        config.load(str(f))
+    with pytest.raises(config.ConfigError) as child:
+        config.load(str(f), isolated=True)
+    assert (child.value.file, child.value.key_path, child.value.expected) == (
+        here.value.file, here.value.key_path, here.value.expected)
+
+
+def test_isolated_check_keeps_jsonschema_out_of_the_process(tmp_path: Path) -> None:
+    """`run` validates in a child: the sidecar never imports jsonschema (memory it would keep)."""
+    f = tmp_path / "c.yaml"
+    f.write_text("inputs: [{path: /var/log/app/*.log}]\ntail: {poll_interval: 1s}\n")
+    code = ("import sys; from exporter import config; "
+            f"c = config.load({str(f)!r}, listen='127.0.0.1:0', isolated=True); "
+            "print(c['tail']['poll_interval'], c['listen'], 'jsonschema' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["1s", "127.0.0.1:0", "False"], r.stderr

@@ -5,6 +5,7 @@ files, inotify and polling."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -593,3 +594,46 @@ def test_lines_counted_but_never_scraped_are_read_again(exporter, how):
     exporter.start()
     assert exporter.wait_lines(5) == 5
     assert exporter.by_level() == truth(range(10, 15))
+
+
+def assert_clean_exit(exporter: Exporter, code: int, app: Path) -> None:
+    err = exporter.err.read_text()
+    assert code == 0, err
+    assert "Traceback" not in err and "Error" not in err, err
+    assert "final checkpoint covers 1 file(s)" in err
+    saved = json.loads(exporter.ckpt.read_text())
+    assert [(f["path"], f["offset"]) for f in saved["files"]] == [(str(app), app.stat().st_size)]
+
+
+@pytest.mark.parametrize("signals", [["SIGINT"], ["SIGTERM"], ["SIGINT", "SIGTERM"],
+                                     ["SIGTERM", "SIGINT", "SIGTERM", "SIGINT", "SIGHUP"]],
+                         ids=["int", "term", "int-then-term", "five-in-a-row"])
+@pytest.mark.parametrize("exporter", ["1h"], indirect=True)  # only the final checkpoint moves
+def test_stop_signals_once_or_in_a_row_exit_0_after_the_final_checkpoint(exporter, signals):
+    """Ctrl-C in a terminal, then the SIGTERM a process manager sends: one clean stop."""
+    app = exporter.logs / "app.log"
+    app.touch()  # the checkpoint at start holds offset 0
+    exporter.start()
+    write(app, 0, 20)
+    assert exporter.wait_lines(20, settle=0) == 20  # a scrape: the offsets it covered are saved
+    for name in signals:
+        exporter.proc.send_signal(getattr(signal, name))
+    assert_clean_exit(exporter, exporter.proc.wait(15), app)
+
+
+@pytest.mark.parametrize("exporter", ["1h"], indirect=True)
+def test_a_storm_of_stop_signals_until_exit_still_exits_0(exporter):
+    """SIGINT and SIGTERM every millisecond until the process is gone: signals landing during
+    the stop, after the event loop closed and while Python exits are all harmless."""
+    app = exporter.logs / "app.log"
+    app.touch()
+    exporter.start()
+    write(app, 0, 5)
+    assert exporter.wait_lines(5, settle=0) == 5
+    proc, sent = exporter.proc, 0
+    while proc.poll() is None and sent < 20000:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGINT if sent % 2 else signal.SIGTERM)
+        sent += 1
+        time.sleep(0.001)
+    assert_clean_exit(exporter, proc.wait(15), app)

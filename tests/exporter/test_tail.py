@@ -12,7 +12,8 @@ import pytest
 from exporter_helpers import RecordingPipeline, until
 
 from exporter.checkpoint import CheckpointStore
-from exporter.tail import PASS_BUDGET, Input, Settings, Tailer, line_start_before, watch_root
+from exporter.tail import PASS_BUDGET, Input, Settings, Tailer, line_start_before
+from exporter.watch import watch_root
 
 
 class Clock:
@@ -300,3 +301,31 @@ async def test_inotify_wakes_the_loop_and_polling_is_the_fallback(tmp_path, monk
         await t.close()
     assert pipe.texts() == [b"line-0", b"line-1", b"line-2", b"in-new-file"]
     assert t.watching is not polling
+
+
+async def test_inotify_follows_a_symlinked_log_in_its_real_directory(tmp_path):
+    """/var/log/containers/*.log are links into /var/log/pods: the writes happen beside the
+    target, so that directory is watched too (every interval is an hour: only inotify can bring
+    the lines)."""
+    real, links = tmp_path / "pods", tmp_path / "containers"
+    real.mkdir()
+    links.mkdir()
+    target = real / "0.log"
+    target.touch()
+    (links / "app.log").symlink_to(target)
+    slow = 3600.0
+    settings = Settings(poll_interval=slow, rescan_interval=slow, partial_flush_timeout=slow,
+                        checkpoint_interval=slow)
+    pipe = RecordingPipeline()
+    t = Tailer([Input(str(links / "*.log"), "end")], settings, pipe)
+    task = asyncio.create_task(t.run())
+    try:
+        await until(lambda: t.watching, "inotify watches in place")
+        for i in range(3):
+            append(target, f"line-{i}")
+            await until(lambda i=i: len(pipe.lines) > i, f"line-{i} read: {pipe.texts()}")
+    finally:
+        t.stop()
+        await task
+        await t.close()
+    assert pipe.texts() == [b"line-0", b"line-1", b"line-2"]
