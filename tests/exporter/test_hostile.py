@@ -1,0 +1,239 @@
+"""No line can stop the exporter: every case of the hostile corpus (hostile_corpus.py) through
+`tailpage-exporter oneshot` as a real process, good lines before and after it; then one live
+`tailpage-exporter run` following one file to which the whole corpus is appended; then
+hypothesis-made hostile JSON around good lines through the Pipeline.
+
+A line that reaches the error boundary (`reason="internal"`) is a bug the boundary hid: these
+tests fail on it, as on a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+from exporter_helpers import failures, metrics, samples
+from hostile_corpus import (
+    GOOD,
+    GOOD_COMPONENT,
+    Case,
+    config_for,
+    corpus,
+    file_bytes,
+    good_block,
+    good_line,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_run import Exporter, config_text
+
+from exporter import config
+from exporter.pipeline import Pipeline
+from exporter.presets import PRESETS
+
+EXE = shutil.which("tailpage-exporter", path=os.path.dirname(sys.executable))
+CASES = corpus()
+REASONS = {"too_long", "invalid_utf8", "invalid_json", "too_deep", "not_object",
+           "invalid_envelope", "invalid_logfmt", "regex_mismatch"}  # "internal" is a bug
+ROUNDS = 2  # rounds of good lines before and after each case
+GOOD_ERRORS = sum(g["level"] == "error" for g in GOOD)
+
+
+def good_counts(ss: dict[tuple[str, tuple], float]) -> tuple[float, float]:
+    """(good lines, good error lines) counted, read from the metrics."""
+    lines = ss.get(("tailpage_request_duration_seconds_count",
+                    (("component", GOOD_COMPONENT),)), 0.0)
+    errors = sum(v for (name, lbl), v in ss.items()
+                 if name == "tailpage_errors_total" and dict(lbl)["component"] == GOOD_COMPONENT)
+    return lines, errors
+
+
+def by_name(ss: dict[tuple[str, tuple], float], name: str, label: str) -> dict[str, float]:
+    return {dict(lbl)[label]: v for (n, lbl), v in ss.items() if n == name and v}
+
+
+def oneshot(case: Case, tmp: Path) -> subprocess.CompletedProcess[bytes]:
+    log = tmp / f"{case.name}.log"
+    log.write_bytes(file_bytes(case, ROUNDS))
+    args = [EXE, "oneshot", "--format", case.fmt]
+    cfg = config_for(case)
+    if cfg:
+        conf = tmp / f"{case.name}.json"  # JSON is YAML
+        conf.write_text(json.dumps(cfg))
+        args += ["--config", str(conf)]
+    try:
+        return subprocess.run([*args, str(log)], capture_output=True, timeout=120)
+    finally:
+        log.unlink()
+
+
+@pytest.fixture(scope="module")
+def oneshots(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Every selected case's oneshot process, two at a time (each is mostly interpreter start)."""
+    chosen = {item.callspec.params["case"].name for item in request.session.items
+              if hasattr(item, "callspec") and isinstance(item.callspec.params.get("case"), Case)}
+    tmp = tmp_path_factory.mktemp("oneshot")
+    todo = [c for c in CASES if c.name in chosen]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip((c.name for c in todo), pool.map(lambda c: oneshot(c, tmp), todo),
+                        strict=True))
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_oneshot_survives_and_counts(case: Case, oneshots: dict[str, Any]) -> None:
+    proc = oneshots[case.name]
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0 and "Traceback" not in err, err[-3000:]
+    ss = samples(proc.stdout.decode())
+    fails = by_name(ss, "tailpage_exporter_parse_failures_total", "reason")
+    assert set(fails) <= REASONS, f"reached the error boundary: {fails}"
+    before = 0 if case.first else ROUNDS
+    want_good = (before + ROUNDS) * len(GOOD)
+    assert good_counts(ss) == (want_good, (before + ROUNDS) * GOOD_ERRORS)
+    if case.fails is not None:
+        assert fails == case.fails
+    if case.records is not None:
+        total = sum(by_name(ss, "tailpage_log_lines_total", "level").values())
+        assert total == want_good + case.records
+
+
+def test_the_corpus_is_big_enough() -> None:
+    formats = {c.fmt for c in CASES}
+    assert len(CASES) >= 40 and formats == {"json", "logfmt", "regex", "cri", "docker"}
+
+
+@pytest.mark.xfail(strict=True, reason="format auto reads a file starting with a UTF-8 BOM as "
+                   "plain text (reported to the lead; the fix belongs in pipeline.Source._detect)")
+def test_a_bom_does_not_make_a_json_file_plain_text(tmp_path: Path) -> None:
+    log = tmp_path / "bom.log"
+    log.write_bytes(b"\xef\xbb\xbf" + b"\n".join(good_block("json")) + b"\n")
+    proc = subprocess.run([EXE, "oneshot", str(log)], capture_output=True, timeout=60)
+    assert proc.returncode == 0
+    assert good_counts(samples(proc.stdout.decode())) == (2 * len(GOOD), 2 * GOOD_ERRORS)
+
+
+# ---- the live sidecar fed the whole corpus --------------------------------------------------
+
+def test_live_run_follows_one_file_through_the_whole_corpus(tmp_path: Path) -> None:
+    """One `run` process follows one JSON file; every case is appended (torn across two writes,
+    as a slow writer tears lines) with good lines after it. The process stays up, /metrics keeps
+    answering during the storm, and every good line is counted."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    cfg = tmp_path / "exporter.yaml"
+    cfg.write_text(config_text(tmp_path, logs, "300ms"))
+    e = Exporter(tmp_path, cfg)
+    try:
+        app.write_bytes(b"")  # exists at start: followed from its end, which is 0
+        e.start()
+        good = [good_line(g, "json") for g in GOOD]
+        written = 0
+        with open(app, "ab") as f:
+            f.write(b"\n".join(good) + b"\n")
+            written += 1
+            for i, case in enumerate(CASES):
+                half = len(case.data) // 2
+                f.write(case.data[:half])
+                f.flush()
+                f.write(case.data[half:] + b"\n" + b"\n".join(good) + b"\n")
+                f.flush()
+                written += 1
+                if i % 10 == 0:  # scraped mid-storm; also gives the tailer several reads
+                    assert e.proc.poll() is None, e.err.read_text()[-3000:]
+                    assert e.get("/metrics")[0] == 200
+        want = (written * len(GOOD), written * GOOD_ERRORS)
+
+        def counted() -> bool:
+            assert e.proc.poll() is None, e.err.read_text()[-3000:]  # exited: say why
+            return good_counts(e.metrics()) == want
+        e.until(counted, f"good lines counted: {want}", timeout=60)
+        ss = e.metrics()
+        fails = by_name(ss, "tailpage_exporter_parse_failures_total", "reason")
+        assert set(fails) <= REASONS, f"reached the error boundary: {fails}"
+        assert e.proc.poll() is None
+        assert "Traceback" not in e.err.read_text()
+    finally:
+        e.kill()
+
+
+# ---- hypothesis: hostile JSON around good lines through the Pipeline ------------------------
+
+# the fields the presets and the default config read, top-level and nested
+FIELDS = sorted({*(p for pr in PRESETS.values() for role in (
+    pr.level, pr.message, pr.error_type, pr.error_message, pr.stack, pr.component) for p in role),
+    "component", "service", "logger", "name", "trace_id", "traceId", "request_id", "time", "ts",
+    "duration_ms", "latency_ms", "duration", "duration_s", "duration_ns", "event.duration",
+    "took", "elapsed", "responseTime", "v", "pid", "hostname", "@t", "ecs.version"})
+SUBKEYS = ["type", "name", "code", "message", "stack", "stack_trace", "exc_type", "exc_value",
+           "duration", "level", "0", "-1", "extendedStackTrace", "version"]
+scalars = st.one_of(
+    st.none(), st.booleans(), st.sampled_from(["error", "ERROR+4", "50", "²", "٣", "", " ",
+                                               "1.5s", "1e400", "NaN", "-1", GOOD_COMPONENT[::-1]]),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=30))
+values = st.recursive(scalars, lambda kids: st.one_of(
+    st.lists(kids, max_size=4), st.dictionaries(st.sampled_from(SUBKEYS), kids, max_size=4)),
+    max_leaves=12)
+
+
+def _nested(path: str, v: Any) -> dict[str, Any]:
+    """{"a.b": v} (a literal dotted key, as ECS writes it) or {"a": {"b": v}}."""
+    head, _, rest = path.partition(".")
+    return {head: _nested(rest, v) if rest else v}
+
+
+@st.composite
+def hostile_line(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["record", "record", "record", "deep", "bytes", "glued"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=80))
+    if kind == "deep":
+        n = draw(st.sampled_from([10, 899, 1000, 5000]))
+        o, c = draw(st.sampled_from([(b'{"level":', b"}"), (b"[", b"]"), (b'{"a":[', b"]}")]))
+        return o * n + b"1" + c * n
+    rec: dict[str, Any] = {}
+    for path in draw(st.lists(st.sampled_from(FIELDS), max_size=8)):
+        v = draw(values)
+        rec.update(_nested(path, v) if "." in path and draw(st.booleans()) else {path: v})
+    line = json.dumps(rec, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+    return line + line if kind == "glued" else line
+
+
+@settings(max_examples=120, deadline=None, database=None,
+          derandomize=bool(os.environ.get("CI")),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(bad=st.lists(hostile_line(), min_size=1, max_size=25),
+       cuts=st.lists(st.integers(min_value=0, max_value=1 << 16), max_size=8),
+       preset=st.sampled_from(["auto", *PRESETS]), cap=st.sampled_from([300, 1 << 20]),
+       crlf=st.booleans())
+def test_hypothesis_hostile_json_around_good_lines(bad: list[bytes], cuts: list[int],
+                                                   preset: str, cap: int, crlf: bool) -> None:
+    good = [good_line(g, "json") for g in GOOD]
+    nl = b"\r\n" if crlf else b"\n"
+    lines = [*good]
+    for b in bad:
+        lines += [b, *good]
+    data = nl.join(lines) + nl
+    pipe = Pipeline(config.Config(config.validate(
+        {"format": "json", "preset": preset, "max_line_bytes": cap}, "<test>")))
+    src = pipe.open("app.log")
+    bounds = [0, *sorted({c % (len(data) + 1) for c in cuts}), len(data)]
+    for a, b in pairwise(bounds):
+        src.feed(data[a:b])
+    src.flush()
+    assert src.pending == 0
+    n = len(bad) + 1
+    ss = {(name, lbl): v for name, series in metrics(pipe).items() for lbl, v in series.items()}
+    # auto detects `generic` from the first line, a good one; Serilog reads only `@l`
+    errs = 0 if preset == "serilog" else n * GOOD_ERRORS
+    assert good_counts(ss) == (n * len(GOOD), errs)
+    assert set(failures(pipe)) <= REASONS
