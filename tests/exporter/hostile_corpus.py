@@ -103,28 +103,31 @@ def _json_cases() -> list[Case]:
     def bad(name: str, data: bytes, reason: str, **kw: Any) -> None:
         c.append(Case(name, "json", data, fails={reason: 1}, records=0, **kw))
 
-    # wrong JSON types for every field the presets read (generic preset: the union of names)
+    # wrong JSON types for every field the presets read (generic preset: the union of names):
+    # one case per field, one line per type (a line each keeps them apart in a traceback)
     odd = {"array": ["error", 1], "object": {"name": "error", "n": [1]}, "true": True,
-           "null": None, "huge_int": int(BIG), "negative": -7, "float": 0.5}
-    for kind, v in odd.items():
-        rec(f"level_{kind}", {"level": v, "msg": "x", "component": "c"})
+           "null": None, "huge_int": int(BIG), "negative": -7, "float": 0.5, "empty": ""}
+    fields = {
+        "level": lambda v: {"level": v, "msg": "x", "component": "c"},
+        "msg": lambda v: {"level": "error", "msg": v, "message": v, "component": "c"},
+        "error_type": lambda v: {"level": "error", "msg": "boom", "error_type": v,
+                                 "err": {"type": v, "name": v, "code": v}},
+        "component": lambda v: {"level": "error", "msg": "boom", "component": v, "service": v,
+                                "logger": v},
+        "stack": lambda v: {"level": "error", "msg": "boom", "stack": v, "stacktrace": v,
+                            "exception": v, "exc_info": v},
+        "trace_id": lambda v: {"level": "error", "msg": "boom", "trace_id": v, "traceId": v,
+                               "request_id": v},
+        "duration": lambda v: {"level": "info", "component": "d", "duration_ms": v,
+                               "latency_ms": v, "duration": v, "event": {"duration": v}},
+    }
+    for fname, make in fields.items():
+        rec(f"{fname}_wrong_types", b"\n".join(_j(make(v)) for v in odd.values()),
+            records=len(odd))
     rec("level_superscript_digit", {"level": "²", "msg": "x"})  # isdigit(), yet int() refuses
     rec("level_arabic_digits", {"level": "٣٠", "msg": "x"})
     rec("level_slog_huge_offset", {"level": "ERROR+" + BIG, "msg": "x"})
     rec("level_numeric_string_huge", {"level": BIG, "msg": "x"})
-    for kind in ("array", "object", "true", "null", "huge_int"):
-        v = odd[kind]
-        rec(f"msg_{kind}", {"level": "error", "msg": v, "message": v, "component": "c"})
-        rec(f"error_type_{kind}", {"level": "error", "msg": "boom", "error_type": v,
-                                   "err": {"type": v, "name": v, "code": v}})
-        rec(f"component_{kind}", {"level": "error", "msg": "boom", "component": v,
-                                  "service": v, "logger": v})
-        rec(f"stack_{kind}", {"level": "error", "msg": "boom", "stack": v, "stacktrace": v,
-                              "exception": v, "exc_info": v})
-        rec(f"trace_id_{kind}", {"level": "error", "msg": "boom", "trace_id": v, "traceId": v,
-                                 "request_id": v})
-        rec(f"duration_{kind}", {"level": "info", "component": "d", "duration_ms": v,
-                                 "latency_ms": v, "duration": v, "event": {"duration": v}})
     rec("err_wrong_shapes", {"level": "error", "err": {"type": ["x"], "message": {"a": 1},
                                                        "stack": 123, "name": None}})
     rec("error_is_string_and_list", {"level": "error", "error": "x", "err": [1, {"type": 2}]})
