@@ -13,8 +13,11 @@ the same way.
 from __future__ import annotations
 
 import fnmatch
+import logging
+import os
 import sys
 import time
+import traceback
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,11 +29,12 @@ from prometheus_client import CollectorRegistry
 
 from exporter import _tally, decode, envelope, fingerprint, levels
 from exporter.aggregate import Aggregate, Bounded, Histograms
-from exporter.classify import Facts, Match, Rules, to_seconds, type_from_stack
+from exporter.classify import Decision, Facts, Match, Rules, to_seconds, type_from_stack
 from exporter.config import Config
 from exporter.expose import LineCollector
 from exporter.presets import PRESETS, Preset, detect
 
+log = logging.getLogger("exporter.pipeline")
 _UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 _FLOAT_MAX = sys.float_info.max
 _CACHE_MAX = 16384  # per-value caches (level names, components) are cleared when this full
@@ -205,6 +209,9 @@ class Extractor:
 
 _ROLES = ("message", "error_message", "error_type", "stack", "trace_id")
 Roles = tuple[Any, Any, Any, Any, Any]  # an error record's values for _ROLES
+# an error record decided, to count: (level, decision, component, error type, fingerprint,
+# raw trace id, normalised message)
+Planned = tuple[str, Decision, str, str, str, Any, str]
 
 
 def _roles(*getters: Callable[[Any], Any]) -> Callable[[Any], Roles]:
@@ -268,6 +275,31 @@ def _text(v: Any) -> str:
     return msgspec.json.encode(v).decode() if isinstance(v, dict | list) else str(v)
 
 
+class Reporter:
+    """Logs an exception the error boundary caught at most once a minute, naming the file, the
+    byte offset and where the exporter raised, never the line's content (it may hold secrets,
+    and so may the exception's message)."""
+
+    EVERY = 60.0  # seconds
+
+    def __init__(self, what: str, outcome: str) -> None:
+        self.what, self.outcome = what, outcome
+        self.last = -self.EVERY
+        self.unreported = 0
+
+    def report(self, path: str, offset: int, exc: Exception) -> None:
+        self.unreported += 1
+        now = time.monotonic()
+        if now - self.last < self.EVERY:
+            return
+        self.last = now
+        tb = traceback.extract_tb(exc.__traceback__)
+        at = f"{os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else "?"
+        log.error("%s: %s at byte %d raised %s (%s); %s. %d such since the last report",
+                  path, self.what, offset, type(exc).__name__, at, self.outcome, self.unreported)
+        self.unreported = 0
+
+
 class Pipeline:
     def __init__(self, config: Config) -> None:
         limits = config["limits"]
@@ -278,6 +310,9 @@ class Pipeline:
         self.collector = LineCollector(self.agg, self.user_labels, self.user_help)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
+        self.raised = Reporter("a line", "skipped; counted in "
+                               'tailpage_exporter_parse_failures_total{reason="internal"}')
+        self.chunk_raised = Reporter("a chunk", "read again line by line")
         self.reload(config)
 
     def reload(self, config: Config) -> None:
@@ -343,13 +378,15 @@ class Pipeline:
                                                    component, duration, narrow)
         return ex
 
-    def open(self, path: str) -> Source:
+    def open(self, path: str, offset: int = 0) -> Source:
+        """A Source for one file, whose first byte fed is at `offset` in the file (what the
+        error boundary's log names a line by)."""
         fmt = self.config["format"]
         for inp in self.config["inputs"]:
             if "format" in inp and fnmatch.fnmatch(path, inp["path"]):
                 fmt = inp["format"]
                 break
-        return Source(self, path, fmt)
+        return Source(self, path, fmt, offset)
 
     # ---- per record -------------------------------------------------------------------------
 
@@ -363,36 +400,55 @@ class Pipeline:
         return v, (v,)
 
     def records(self, ex: Extractor, recs: list[Any]) -> None:
-        """Count lines and durations; classify errors (records holding every field)."""
-        agg = self.agg
-        counts = agg.lines
+        """Count lines and durations; classify errors (records holding every field). Whatever
+        can raise runs before the first count changes, so a batch is counted whole or not at
+        all (the error boundary then reads it again line by line)."""
         lvl_cache = self._level_cache
         lab_cache = self._label_cache
         g_level, g_comp, g_dur = ex.level, ex.component, ex.duration
-        hv = agg.durations.values
-        slot = agg.durations.slot
-        buckets = agg.durations.buckets
         errs = levels.ERROR_LEVELS
         user = self.user
+        rows = []
+        error_recs: list[Any] = []
+        error_rows: list[tuple[str, str, None, bool]] = []
+        error_durations: list[float | None] = []
+        user_adds: list[tuple[Bounded | Histograms, tuple[str, ...], float]] = []
         for r in recs:
             raw = g_level(r)
             level = lvl_cache.get(raw) if type(raw) is str else None
             if level is None:
                 level = self._level(raw, ex)
-            counts[level] += 1
             craw = g_comp(r)
             comp = lab_cache.get(craw) if type(craw) is str else None
             if comp is None:
                 comp = self._comp(craw)
             d = g_dur(r)
+            rows.append((level, comp[1], d))
+            if level in errs:
+                error_recs.append(r)
+                error_rows.append((level, comp[0], None, True))
+                error_durations.append(d)
+            if user:
+                self._user(ex, r, level, comp[0], d, user_adds)
+        planned = self.plan_errors(ex, error_recs, error_rows, error_durations)
+        # counted: nothing below raises
+        agg = self.agg
+        counts = agg.lines
+        hv = agg.durations.values
+        slot = agg.durations.slot
+        buckets = agg.durations.buckets
+        for level, ckey, d in rows:
+            counts[level] += 1
             if d is not None:
-                h = hv.get(comp[1]) or slot(comp[1])
+                h = hv.get(ckey) or slot(ckey)
                 h[bisect_left(buckets, d)] += 1
                 h[-1] += d
-            if level in errs:
-                self.error(ex, r, level, comp[0], d)
-            if user:
-                self._user(ex, r, level, comp[0], d)
+        self.count_errors(planned)
+        for fam, key, v in user_adds:
+            if isinstance(fam, Histograms):
+                fam.observe(key, v)
+            else:
+                fam.add(key, v)
 
     def records_fast(self, ex: Extractor, recs: list[Any], buf: bytes, start: int,
                      end: int) -> bool:
@@ -400,7 +456,8 @@ class Pipeline:
         nothing counted, when they are not one per line. exporter._tally counts each record
         whose (raw level, raw component) pair is cached and whose duration is a plain number;
         the others (`odd`) are counted here one by one. Error lines are then decoded again in
-        full and classified, in line order (the last one's trace id is the exemplar)."""
+        full and classified, in line order (the last one's trace id is the exemplar). As in
+        `records`, nothing is counted until nothing more can raise."""
         if not ex.lc_cache:  # a new extractor: its pairs cached first, so C counts them all
             try:
                 for key in set(map(ex.lc, recs)):
@@ -419,12 +476,15 @@ class Pipeline:
         nlines, picked = _tally.lines(buf, start, end, wanted)
         if nlines != len(recs):
             return False
+        odd_rows = []
         if odd:
             line_at = dict(zip(wanted, picked, strict=True))
             for i in odd:
-                self._record_fast(ex, recs[i], i, errors)
+                odd_rows.append(self._record_fast(ex, recs[i], i, errors))
             errors.sort(key=itemgetter(0))
             picked = [line_at[e[0]] for e in errors]
+        planned = self.errors(ex.preset.name, errors, picked) if errors else []
+        # counted: nothing below raises
         counts = self.agg.lines
         hv, slot = hist.values, hist.slot
         for (level, _, ckey, _), n, bucket_counts, total in groups:
@@ -434,25 +494,28 @@ class Pipeline:
                 for b, c in enumerate(bucket_counts):
                     h[b] += c
                 h[-1] += total
-        if errors:
-            self.errors(ex.preset.name, errors, picked)
+        for level, ckey, d in odd_rows:
+            counts[level] += 1
+            if d is not None:
+                hist.observe(ckey, d)
+        self.count_errors(planned)
         return True
 
     def _record_fast(self, ex: Extractor, r: Any, i: int,
-                     errors: list[tuple[int, Any, float | None]]) -> None:
+                     errors: list[tuple[int, Any, float | None]]
+                     ) -> tuple[str, tuple[str], float | None]:
         """One record exporter._tally left over: a new (level, component) pair, a duration
-        that is not a plain non-negative number, or another duration field than the first."""
+        that is not a plain non-negative number, or another duration field than the first.
+        Its (level, component key, duration) to count; an error is added to `errors`."""
         key = ex.lc(r)
         try:
             entry = ex.lc_cache[key]
         except (KeyError, TypeError):  # new pair, or a dict/list where a name should be
             entry = self._lc_entry(ex, key)
-        self.agg.lines[entry[0]] += 1
         d = ex.duration(r)
-        if d is not None:
-            self.agg.durations.observe(entry[2], d)
         if entry[3]:
             errors.append((i, entry, d))
+        return entry[0], entry[2], d
 
     def _lc_entry(self, ex: Extractor, lc: tuple[Any, Any]) -> tuple[str, str, tuple[str], bool]:
         raw, craw = lc
@@ -513,26 +576,17 @@ class Pipeline:
             self._etype_cache[etype] = scrubbed
         return text, scrubbed
 
-    def error(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None) -> None:
-        self.classify(ex, [r], [(level, comp, None, True)], [d])
-
-    def classify(self, ex: Extractor, recs: list[Any], entries: Iterable[tuple[Any, ...]],
-                 durations: Iterable[float | None],
-                 detail: list[dict[str, Any]] | None = None) -> None:
-        """Count error records, each with its (level, component label, ...) cache entry and its
-        duration: decide severity and category, fingerprint, count, keep the trace id as the
-        series' exemplar. Every error line of every path comes through this one loop, which is
-        why it is written flat: it runs for each error line of a file. With `detail`, what was
-        decided is appended to it per record (explain)."""
-        agg = self.agg
+    def plan_errors(self, ex: Extractor, recs: list[Any], entries: Iterable[tuple[Any, ...]],
+                    durations: Iterable[float | None]) -> list[Planned]:
+        """Error records, each with its (level, component label, ...) cache entry and its
+        duration: decide severity and category and fingerprint each, counting nothing yet
+        (`count_errors` does). Every error line of every path comes through this one loop,
+        which is why it is written flat: it runs for each error line of a file."""
         getters, text_type, et_cache = ex.get, self._text_type, self._etype_cache
         decide = self.rules.decide
         need_get = bool(self.rules.fields)
-        norms, fps, seen = self._norm_cache, self._fp_cache, self.seen
-        errs, by_fp, new_fps, exemplars = (agg.errors, agg.by_fingerprint,
-                                           agg.fingerprints_new, agg.exemplars)
-        ev, bv = errs.values, by_fp.values
-        now = time.time()
+        norms, fps = self._norm_cache, self._fp_cache
+        out: list[Planned] = []
         for r, rs, (level, comp, _, _), d in zip(recs, ex.roles_of(recs), entries, durations,
                                                  strict=True):
             msg, errmsg, et, _, trace = rs
@@ -557,6 +611,20 @@ class Pipeline:
                 if len(fps) >= _CACHE_MAX:
                     fps.clear()
                 fps[fkey] = fp
+            out.append((level, dec, comp, etype, fp, trace, norm))
+        return out
+
+    def count_errors(self, planned: list[Planned],
+                     detail: list[dict[str, Any]] | None = None) -> None:
+        """Count planned error records; keep each series' last trace id as its exemplar. With
+        `detail`, what was decided is appended to it per record (explain)."""
+        agg = self.agg
+        seen = self.seen
+        errs, by_fp, new_fps, exemplars = (agg.errors, agg.by_fingerprint,
+                                           agg.fingerprints_new, agg.exemplars)
+        ev, bv = errs.values, by_fp.values
+        now = time.time()
+        for level, dec, comp, etype, fp, trace, norm in planned:
             key = (level, dec.severity, dec.category, comp, etype)
             if key in ev:
                 ev[key] += 1
@@ -573,20 +641,20 @@ class Pipeline:
             if new:
                 new_fps.add((dec.severity, dec.category, comp))
             if detail is not None:
-                detail.append({"facts": Facts(level, text, etype, comp, d,
-                                              lambda p, r=r: getters[p](r)),
-                               "decision": dec, "normalized": norm, "fingerprint": fp,
-                               "error_labels": key, "fingerprint_labels": bkey, "new": new,
-                               "trace_id": trace})
+                detail.append({"error_type": etype, "decision": dec, "normalized": norm,
+                               "fingerprint": fp, "error_labels": key,
+                               "fingerprint_labels": bkey, "new": new, "trace_id": trace})
 
     def errors(self, preset: str, errors: list[tuple[int, Any, float | None]],
-               lines: list[bytes]) -> None:
-        """The error lines of a fast chunk, in line order, decoded in one call."""
+               lines: list[bytes]) -> list[Planned]:
+        """The error lines of a fast chunk, in line order, decoded in one call and planned."""
         recs = decode.JSON.decode_lines(b"\n".join(lines))
-        self.classify(self.extractor(preset, False), recs, map(itemgetter(1), errors),
-                      map(itemgetter(2), errors))
+        return self.plan_errors(self.extractor(preset, False), recs, map(itemgetter(1), errors),
+                                map(itemgetter(2), errors))
 
-    def _user(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None) -> None:
+    def _user(self, ex: Extractor, r: Any, level: str, comp: str, d: float | None,
+              out: list[tuple[Bounded | Histograms, tuple[str, ...], float]]) -> None:
+        """What the user metrics add for one record, appended to `out` (counted later)."""
         facts: Facts | None = None
         for m in self.user:
             cfg = m.cfg
@@ -619,14 +687,15 @@ class Pipeline:
                 v = v * cfg["scale"]
             else:
                 v = cfg["scale"]
-            fam = m.family
-            if isinstance(fam, Histograms):
-                fam.observe(key, v)
-            else:
-                fam.add(key, v)
+            out.append((m.family, key, v))
 
     def failed(self, reason: str, n: int = 1) -> None:
         self.agg.fail(reason, n)
+
+    def line_raised(self, path: str, offset: int, exc: Exception) -> None:
+        """The error boundary: a line the line path raised on is counted and skipped."""
+        self.agg.fail("internal")
+        self.raised.report(path, offset, exc)
 
     # ---- explain ----------------------------------------------------------------------------
 
@@ -672,9 +741,10 @@ def _short_lines(buf: bytes, start: int, end: int, maxlen: int) -> bool:
 class Source:
     """One file's state: format, preset, the unterminated tail, the partials being joined."""
 
-    def __init__(self, pipe: Pipeline, path: str, fmt: str) -> None:
+    def __init__(self, pipe: Pipeline, path: str, fmt: str, offset: int = 0) -> None:
         self.pipe = pipe
         self.path = path
+        self.offset = offset  # in the file, of the next byte fed
         self.fmt: str | None = None if fmt == "auto" else fmt
         self.inner: str | None = None  # format inside a CRI/docker envelope ("auto" per message)
         cfg_preset = pipe.config["preset"]
@@ -697,12 +767,15 @@ class Source:
         if not data:
             return
         maxlen = self.pipe.max_line
+        at = self.offset  # of data[0] in the file
+        self.offset += len(data)
         if self.skipping:
             i = data.find(b"\n")
             if i < 0:
                 self.skipping += len(data)
                 return
             data = data[i + 1:]
+            at += i + 1
             self.skipping = 0
         start = 0
         if self.buf:  # the held-back line completed by data's first line: a chunk of its own
@@ -712,7 +785,7 @@ class Source:
                 self._check_tail(maxlen)
                 return
             head, self.buf = self.buf + data[:i + 1], b""
-            self._chunk(head, 0, len(head))
+            self._chunk(head, 0, len(head), at - len(head) + i + 1)
             start = i + 1
         j = data.rfind(b"\n", start)
         if j < 0:
@@ -721,7 +794,7 @@ class Source:
             return
         self.buf = data[j + 1:]
         self._check_tail(maxlen)
-        self._chunk(data, start, j + 1)
+        self._chunk(data, start, j + 1, at)
 
     def _check_tail(self, maxlen: int) -> None:
         if len(self.buf) > maxlen:  # no newline within the cap: discard until the next one
@@ -734,9 +807,12 @@ class Source:
         self.skipping = 0
         if self.buf:
             buf, self.buf = self.buf + b"\n", b""
-            self._chunk(buf, 0, len(buf))
+            self._chunk(buf, 0, len(buf), self.offset - len(buf) + 1)
         for msg in self.joiner.flush():
-            self._message(msg)
+            try:
+                self._message(msg)
+            except Exception as e:  # the error boundary, as in _chunk
+                self.pipe.line_raised(self.path, self.offset, e)
 
     # ---- chunks of complete lines -----------------------------------------------------------
 
@@ -747,17 +823,34 @@ class Source:
             regex = self.pipe.config["regex"]
             self._regex = decode.regex_decoder(regex) if regex else None
 
-    def _chunk(self, buf: bytes, start: int, end: int) -> None:
-        """Complete lines buf[start:end] (ending in a newline), decoded without copying them."""
+    def _chunk(self, buf: bytes, start: int, end: int, at: int) -> None:
+        """Complete lines buf[start:end] (ending in a newline), decoded without copying them;
+        buf[0] is at byte `at` of the file.
+
+        The error boundary: nothing a line holds may stop the exporter. A chunk whose fast
+        path raises (having counted nothing: the count stage counts last) is read again line by
+        line; a line that raises there too is counted as reason="internal" and skipped."""
+        try:
+            if self._fast_chunk(buf, start, end):
+                return
+        except Exception as e:
+            self.pipe.chunk_raised.report(self.path, at + start, e)
+        pos = at + start
+        for line in buf[start:end].split(b"\n")[:-1]:
+            try:
+                self._line(line)
+            except Exception as e:
+                self.pipe.line_raised(self.path, pos, e)
+            pos += len(line) + 1
+
+    def _fast_chunk(self, buf: bytes, start: int, end: int) -> bool:
+        """The chunk counted whole by a fast path; False when it must be read line by line."""
         self._refresh()
         if self.fmt is None:
             self._detect(buf[start:min(end, start + _HEAD_BYTES)])
         fast = {"json": self._json_lines, "cri": self._cri_lines}.get(self.fmt or "")
-        if fast and self.trace is None and _short_lines(buf, start, end, self.pipe.max_line) \
-                and fast(buf, start, end):
-            return
-        for line in buf[start:end].split(b"\n")[:-1]:
-            self._line(line)
+        return bool(fast) and self.trace is None \
+            and _short_lines(buf, start, end, self.pipe.max_line) and fast(buf, start, end)
 
     def _json_lines(self, buf: bytes, start: int, end: int, records: int | None = None) -> bool:
         """The fast path: JSON lines decoded as one call into partial Structs. False, with
@@ -921,13 +1014,14 @@ class Source:
                                "level": level, "component": comp, "duration_seconds": d}
         if level in levels.ERROR_LEVELS:
             details: list[dict[str, Any]] = []
-            pipe.classify(ex, [rec], [(level, comp, None, True)], [d], details)
+            pipe.count_errors(pipe.plan_errors(ex, [rec], [(level, comp, None, True)], [d]),
+                              details)
             res = details[0]
-            f, dec = res["facts"], res["decision"]
-            out.update(error_type=f.error_type, severity=dec.severity, category=dec.category,
-                       severity_rule=dec.rule, category_rule=dec.category_rule,
-                       normalized_message=res["normalized"], fingerprint=res["fingerprint"],
-                       exemplar_trace_id=res["trace_id"],
+            dec = res["decision"]
+            out.update(error_type=res["error_type"], severity=dec.severity,
+                       category=dec.category, severity_rule=dec.rule,
+                       category_rule=dec.category_rule, normalized_message=res["normalized"],
+                       fingerprint=res["fingerprint"], exemplar_trace_id=res["trace_id"],
                        labels={"tailpage_errors_total": dict(zip(
                            ("level", "severity", "category", "component", "error_type"),
                            res["error_labels"], strict=True)),

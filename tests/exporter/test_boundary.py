@@ -4,8 +4,27 @@ exactly, however the file is split into reads."""
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
-from exporter_helpers import run
+from exporter_helpers import DEADLINE, run, samples
+
+from exporter import config
+from exporter.expose import render
+from exporter.pipeline import Pipeline
+
+EXE = shutil.which("tailpage-exporter", path=os.path.dirname(sys.executable))
 
 STEPS = [1 << 20, 64, 7, 1]
 BIG = b"1" + b"0" * 399  # an integer of 400 digits: no float holds it
@@ -105,3 +124,157 @@ def test_glued_and_blank_lines_among_many(step: int) -> None:
     errors = {dict(lbl)["component"]: v for (n, lbl), v in ss.items()
               if n == "tailpage_errors_total"}
     assert errors == {"pay": 10}
+
+
+# ---- the error boundary: a line that raises for real ------------------------------------------
+#
+# A message nested close to Python's recursion limit is a genuine exception path: msgspec decodes
+# the line (it counts the nesting against the interpreter's recursion limit), but the error's
+# text is made by encoding the message back to JSON, a few Python frames deeper, where the same
+# nesting raises RecursionError. Which depth falls in that gap depends on the stack, so the file
+# holds every depth up to past the limit: the shallow ones count as errors, the deepest fail to
+# decode (too_deep), and the one or two in the gap raise inside the line path.
+
+DEPTHS = range(1, 1200)
+
+
+def deep_file() -> bytes:
+    out = []
+    for n in DEPTHS:
+        out.append(b'{"level":"error","msg":' + b"[" * n + b"]" * n + b"}")
+        out.append(b'{"level":"info","msg":"ok %d","component":"api","duration_ms":%d}' % (n, n))
+    return b"\n".join(out) + b"\n"
+
+
+def feed(pipe: Pipeline, path: str, data: bytes, step: int) -> None:
+    src = pipe.open(path)
+    for i in range(0, len(data), step):
+        src.feed(data[i:i + step])
+    src.flush()
+
+
+def boundary_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The boundary's reports of lines skipped (a chunk read again is reported apart)."""
+    return [r.getMessage() for r in caplog.records
+            if r.name == "exporter.pipeline" and ": a line at byte " in r.getMessage()]
+
+
+def assert_names_a_raising_line(message: str, path: str, data: bytes) -> None:
+    """The log line names the file and the byte offset of a nested line, never its content."""
+    assert message.startswith(f"{path}: a line at byte ")
+    assert "RecursionError" in message and "[[" not in message
+    offset = int(re.search(r"at byte (\d+)", message).group(1))
+    assert data[offset - 1:offset] == b"\n"
+    assert data[offset:].startswith(b'{"level":"error","msg":[[')
+
+
+@pytest.mark.parametrize("step", [1 << 20, 4096, 997])
+def test_a_line_that_raises_is_counted_skipped_and_logged(
+        step: int, caplog: pytest.LogCaptureFixture) -> None:
+    data = deep_file()
+    pipe = Pipeline(config.Config(config.validate({}, "<test>")))
+    with caplog.at_level(logging.ERROR, logger="exporter.pipeline"):
+        feed(pipe, "app.log", data, step)
+    ss = samples(render(pipe.registry, False).decode())
+    got, fails = lines_total(ss), failures(ss)
+    assert got["info"] == len(DEPTHS)  # every good line around, exactly
+    assert durations(ss, "api") == (len(DEPTHS), pytest.approx(sum(DEPTHS) / 1000))
+    assert fails["internal"] >= 1
+    assert got["error"] + fails.get("too_deep", 0) + fails["internal"] == len(DEPTHS)
+    logs = boundary_logs(caplog)
+    assert len(logs) == 1
+    assert_names_a_raising_line(logs[0], "app.log", data)
+
+
+def test_the_boundary_logs_at_most_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    """Two files of such lines in one pipeline: every raising line counted, one log line."""
+    data = deep_file()
+    pipe = Pipeline(config.Config(config.validate({}, "<test>")))
+    with caplog.at_level(logging.ERROR, logger="exporter.pipeline"):
+        feed(pipe, "a.log", data, 1 << 20)
+        once = failures(samples(render(pipe.registry, False).decode()))["internal"]
+        feed(pipe, "b.log", data, 1 << 20)
+    ss = samples(render(pipe.registry, False).decode())
+    assert failures(ss)["internal"] == 2 * once
+    assert lines_total(ss)["info"] == 2 * len(DEPTHS)
+    assert len(boundary_logs(caplog)) == 1
+
+
+def test_oneshot_exits_0_and_logs_the_raising_line(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    data = deep_file()
+    log.write_bytes(data)
+    r = subprocess.run([EXE, "oneshot", str(log)], capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    ss = samples(r.stdout)
+    got, fails = lines_total(ss), failures(ss)
+    assert got["info"] == len(DEPTHS)
+    assert fails["internal"] >= 1
+    assert got["error"] + fails.get("too_deep", 0) + fails["internal"] == len(DEPTHS)
+    logged = [ln for ln in r.stderr.splitlines() if ": a line at byte " in ln]
+    assert len(logged) == 1
+    assert all(": a chunk at byte " in ln for ln in r.stderr.splitlines() if ln not in logged)
+    assert_names_a_raising_line(logged[0], str(log), data)
+
+
+def test_run_keeps_counting_after_a_line_that_raises(tmp_path: Path) -> None:
+    """The live sidecar: the raising lines are counted and skipped, the process stays up and
+    counts what is appended afterwards."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = tmp_path / "exporter.yaml"
+    cfg.write_text(f'inputs:\n  - path: "{logs}/*.log"\n'
+                   f'checkpoint:\n  path: "{tmp_path}/checkpoints.json"\n')
+    err = tmp_path / "exporter.err"
+    with open(err, "wb") as fh:
+        proc = subprocess.Popen([EXE, "run", "--config", str(cfg), "--listen", "127.0.0.1:0"],
+                                stdout=fh, stderr=fh, start_new_session=True)
+    try:
+        url = wait_for(lambda: listening(proc, err), "listening", err)
+        data = deep_file()
+        (logs / "app.log").write_bytes(data)
+
+        def scraped() -> dict | None:
+            ss = scrape(url)
+            return ss if lines_total(ss).get("info") == len(DEPTHS) else None
+
+        ss = wait_for(scraped, "the file counted", err)
+        fails = failures(ss)
+        assert fails["internal"] >= 1
+        assert lines_total(ss)["error"] + fails.get("too_deep", 0) + fails["internal"] \
+            == len(DEPTHS)
+        with open(logs / "app.log", "ab") as fh:
+            fh.write(b'{"level":"warn","msg":"still here"}\n')
+        wait_for(lambda: lines_total(scrape(url)).get("warning") == 1, "a line appended after",
+                 err)
+        assert proc.poll() is None
+        assert "Traceback" not in err.read_text()
+        assert "at byte" in err.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def listening(proc: subprocess.Popen, err: Path) -> str | None:
+    assert proc.poll() is None, err.read_text()
+    m = re.search(r"listening on (http://127\.0\.0\.1:\d+)/metrics", err.read_text())
+    return m.group(1) if m else None
+
+
+def scrape(url: str) -> dict:
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        return samples(r.read().decode())
+
+
+def wait_for(cond: Callable[[], Any], what: str, err: Path) -> Any:
+    end = time.monotonic() + DEADLINE
+    while not (got := cond()):
+        assert time.monotonic() < end, f"not reached: {what}; log:\n{err.read_text()}"
+        time.sleep(0.05)
+    return got
