@@ -94,7 +94,7 @@ def test_oneshot_survives_and_counts(case: Case, oneshots: dict[str, Any]) -> No
     assert proc.returncode == 0 and "Traceback" not in err, err[-3000:]
     ss = samples(proc.stdout.decode())
     fails = by_name(ss, "tailpage_exporter_parse_failures_total", "reason")
-    assert set(fails) <= REASONS, f"reached the error boundary: {fails}"
+    assert set(fails) <= REASONS, f"reached the error boundary: {fails}\n{err[-3000:]}"
     before = 0 if case.first else ROUNDS
     want_good = (before + ROUNDS) * len(GOOD)
     assert good_counts(ss) == (want_good, (before + ROUNDS) * GOOD_ERRORS)
@@ -158,7 +158,8 @@ def test_live_run_follows_one_file_through_the_whole_corpus(tmp_path: Path) -> N
         e.until(counted, f"good lines counted: {want}", timeout=60)
         ss = e.metrics()
         fails = by_name(ss, "tailpage_exporter_parse_failures_total", "reason")
-        assert set(fails) <= REASONS, f"reached the error boundary: {fails}"
+        assert set(fails) <= REASONS, \
+            f"reached the error boundary: {fails}\n{e.err.read_text()[-3000:]}"
         assert e.proc.poll() is None
         assert "Traceback" not in e.err.read_text()
     finally:
