@@ -120,6 +120,18 @@ def test_a_bom_does_not_make_a_json_file_plain_text(tmp_path: Path) -> None:
     assert good_counts(samples(proc.stdout.decode())) == (2 * len(GOOD), 2 * GOOD_ERRORS)
 
 
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_explain_says_what_it_makes_of_each_line(case: Case) -> None:
+    """`explain` (a throwaway pipeline per line, with per-record details) on each line of each
+    case under 64 KiB, in the case's format: a record or a parse failure, never a raise and
+    never the error boundary."""
+    cfg = {**config_for(case), "format": case.fmt}
+    pipe = Pipeline(config.Config(config.validate(cfg, "<test>")))
+    for line in (ln for ln in case.data.split(b"\n") if len(ln) < 1 << 16):
+        out = pipe.explain(line)
+        assert "level" in out or out.get("parse_failure") in {*REASONS, "empty"}, out
+
+
 # ---- the live sidecar fed the whole corpus --------------------------------------------------
 
 def test_live_run_follows_one_file_through_the_whole_corpus(tmp_path: Path) -> None:
@@ -150,6 +162,8 @@ def test_live_run_follows_one_file_through_the_whole_corpus(tmp_path: Path) -> N
                 if i % 10 == 0:  # scraped mid-storm; also gives the tailer several reads
                     assert e.proc.poll() is None, e.err.read_text()[-3000:]
                     assert e.get("/metrics")[0] == 200
+                    om = {"Accept": "application/openmetrics-text"}  # exemplars rendered too
+                    assert e.get("/metrics", om)[0] == 200
         want = (written * len(GOOD), written * GOOD_ERRORS)
 
         def counted() -> bool:
@@ -173,7 +187,20 @@ FIELDS = sorted({*(p for pr in PRESETS.values() for role in (
     pr.level, pr.message, pr.error_type, pr.error_message, pr.stack, pr.component) for p in role),
     "component", "service", "logger", "name", "trace_id", "traceId", "request_id", "time", "ts",
     "duration_ms", "latency_ms", "duration", "duration_s", "duration_ns", "event.duration",
-    "took", "elapsed", "responseTime", "v", "pid", "hostname", "@t", "ecs.version"})
+    "took", "elapsed", "responseTime", "v", "pid", "hostname", "@t", "ecs.version", "bytes",
+    "status", "service.name"})
+# user metrics and rules reading fields of any type (read only when `user` is drawn)
+USER = {
+    "metrics": [
+        {"name": "hostile_total", "type": "counter", "value": "bytes",
+         "labels": {"lvl": "level", "c": "component", "t": "err.type", "m": "msg"}},
+        {"name": "hostile_seconds", "type": "histogram", "value": "duration_ms", "scale": 0.001,
+         "labels": {"s": "service.name"}, "when": {"field": {"path": "status", "ge": 500}}}],
+    "rules": [
+        {"name": "status-500", "when": {"field": {"path": "status", "eq": "500"}},
+         "severity": "high"},
+        {"name": "slow", "when": {"duration_over": "1s", "error_type": "Time"},
+         "category": "performance"}]}
 SUBKEYS = ["type", "name", "code", "message", "stack", "stack_trace", "exc_type", "exc_value",
            "duration", "level", "0", "-1", "extendedStackTrace", "version"]
 scalars = st.one_of(
@@ -209,15 +236,18 @@ def hostile_line(draw: st.DrawFn) -> bytes:
     return line + line if kind == "glued" else line
 
 
-@settings(max_examples=120, deadline=None, database=None,
+# HOSTILE_EXAMPLES=5000 for a long hunt; 120 keeps `make test` short
+@settings(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "120")), deadline=None,
+          database=None,
           derandomize=bool(os.environ.get("CI")),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(bad=st.lists(hostile_line(), min_size=1, max_size=25),
        cuts=st.lists(st.integers(min_value=0, max_value=1 << 16), max_size=8),
        preset=st.sampled_from(["auto", *PRESETS]), cap=st.sampled_from([300, 1 << 20]),
-       crlf=st.booleans())
+       crlf=st.booleans(), user=st.booleans())
 def test_hypothesis_hostile_json_around_good_lines(bad: list[bytes], cuts: list[int],
-                                                   preset: str, cap: int, crlf: bool) -> None:
+                                                   preset: str, cap: int, crlf: bool,
+                                                   user: bool) -> None:
     good = [good_line(g, "json") for g in GOOD]
     nl = b"\r\n" if crlf else b"\n"
     lines = [*good]
@@ -225,7 +255,8 @@ def test_hypothesis_hostile_json_around_good_lines(bad: list[bytes], cuts: list[
         lines += [b, *good]
     data = nl.join(lines) + nl
     pipe = Pipeline(config.Config(config.validate(
-        {"format": "json", "preset": preset, "max_line_bytes": cap}, "<test>")))
+        {"format": "json", "preset": preset, "max_line_bytes": cap, **(USER if user else {})},
+        "<test>")))
     src = pipe.open("app.log")
     bounds = [0, *sorted({c % (len(data) + 1) for c in cuts}), len(data)]
     for a, b in pairwise(bounds):
