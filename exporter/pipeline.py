@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from exporter import _tally, decode, envelope, fingerprint, levels
+from exporter import decode, envelope, fingerprint, levels, tally
 from exporter.aggregate import Aggregate, Bounded, Histograms
 from exporter.classify import Decision, Facts, Match, Rules, to_seconds, type_from_stack
 from exporter.config import Config
@@ -313,6 +313,7 @@ class Pipeline:
         self.raised = Reporter("a line", "skipped; counted in "
                                'tailpage_exporter_parse_failures_total{reason="internal"}')
         self.chunk_raised = Reporter("a chunk", "read again line by line")
+        self.loop = tally.loop()  # the C loop or its pure-Python twin
         self.reload(config)
 
     def reload(self, config: Config) -> None:
@@ -467,13 +468,13 @@ class Pipeline:
         g_d, mul, _ = ex.duration_first or (None, 1.0, "s")
         any_dur, no_dur = ex.duration_fields
         hist = self.agg.durations
-        groups, odd, errors = _tally.tally(recs, ex.tally_key, ex.lc_cache, g_d, mul,
+        groups, odd, errors = self.loop.tally(recs, ex.tally_key, ex.lc_cache, g_d, mul,
                                            None if any_dur is _nothing else any_dur, no_dur,
                                            hist.buckets)
         wanted = [e[0] for e in errors]
         if odd:  # odd records may be errors too: their lines are picked as well
             wanted = sorted(wanted + odd)
-        nlines, picked = _tally.lines(buf, start, end, wanted)
+        nlines, picked = self.loop.lines(buf, start, end, wanted)
         if nlines != len(recs):
             return False
         odd_rows = []
@@ -879,7 +880,7 @@ class Source:
         # one record per line: msgspec also skips blank lines and reads two objects on one
         # line, which the per-line path counts as invalid; it keeps error lines findable too
         if ex.full:
-            if len(recs) != _tally.lines(buf, start, end, ())[0]:
+            if len(recs) != self.pipe.loop.lines(buf, start, end, ())[0]:
                 return False
             self.pipe.records(ex, recs)
             return True
@@ -894,7 +895,7 @@ class Source:
         garbage, a non-JSON message) sends the chunk to the per-line path."""
         if self.inner not in (None, "json") or self.joiner.parts or self.joiner.overflow:
             return False
-        body, cut = _tally.cut_cri(memoryview(buf)[start:end])
+        body, cut = self.pipe.loop.cut_cri(memoryview(buf)[start:end])
         return cut > 0 and self._json_lines(body, 1, len(body), cut)
 
     def _detect(self, chunk: bytes) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from exporter_helpers import DEADLINE, run, samples
+from loop_paths import LOOPS, on
 
 from exporter import config
 from exporter.expose import render
@@ -45,8 +46,9 @@ def durations(ss: dict, component: str) -> tuple[float, float]:
             ss[("tailpage_request_duration_seconds_sum", (("component", component),))])
 
 
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("step", STEPS)
-def test_a_duration_no_float_holds_is_no_duration(step: int) -> None:
+def test_a_duration_no_float_holds_is_no_duration(step: int, loop: str) -> None:
     data = b"\n".join([
         b'{"level":"info","component":"api","duration_ms":5}',
         b'{"level":"info","component":"api","duration_ms":' + BIG + b"}",
@@ -55,7 +57,8 @@ def test_a_duration_no_float_holds_is_no_duration(step: int) -> None:
         b'{"level":"warn","component":"api","duration_ms":"1e400"}',
         b'{"level":"info","component":"api","duration_ms":7}',
     ]) + b"\n"
-    ss = run(data, step)
+    with on(loop):
+        ss = run(data, step)
     assert lines_total(ss) == {"info": 3, "error": 1, "warning": 2}
     assert durations(ss, "api") == (2, pytest.approx(0.012))
     assert failures(ss) == {}
@@ -92,21 +95,25 @@ GLUED = [b'{"level":"info","msg":"a"}', b'{"level":"error","msg":"x"}{"x":1}', b
          b'{"level":"error","msg":"after"}']
 
 
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("blank", [b"", b" \t", b"\r"])
-def test_two_objects_glued_on_a_line_then_a_blank_line(step: int, blank: bytes) -> None:
+def test_two_objects_glued_on_a_line_then_a_blank_line(step: int, blank: bytes,
+                                                       loop: str) -> None:
     """msgspec reads the glued line as two records and skips the blank one: as many records as
     lines, but not one per line. The glued line is one invalid line, the others count."""
     lines = [*GLUED[:2], blank, GLUED[3]]
-    ss = run(b"\n".join(lines) + b"\n", step)
+    with on(loop):
+        ss = run(b"\n".join(lines) + b"\n", step)
     assert lines_total(ss) == {"info": 1, "error": 1}
     assert failures(ss) == {"invalid_json": 1}
     errors = {dict(lbl)["level"]: v for (n, lbl), v in ss.items() if n == "tailpage_errors_total"}
     assert errors == {"error": 1}
 
 
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("step", [1 << 20, 64])
-def test_glued_and_blank_lines_among_many(step: int) -> None:
+def test_glued_and_blank_lines_among_many(step: int, loop: str) -> None:
     """The same in a chunk of many lines, where the fast path reads whole chunks: the errors
     around are classified from their own lines, not their neighbours'."""
     lines = []
@@ -118,7 +125,8 @@ def test_glued_and_blank_lines_among_many(step: int) -> None:
             lines.append(b"")
         if i % 50 == 30:
             lines.append(b'{"level":"error","msg":"payment failed","component":"pay"}')
-    ss = run(b"\n".join(lines) + b"\n", step)
+    with on(loop):
+        ss = run(b"\n".join(lines) + b"\n", step)
     assert lines_total(ss) == {"info": 500, "error": 10}
     assert failures(ss) == {"invalid_json": 10}
     errors = {dict(lbl)["component"]: v for (n, lbl), v in ss.items()
@@ -168,11 +176,13 @@ def assert_names_a_raising_line(message: str, path: str, data: bytes) -> None:
     assert data[offset:].startswith(b'{"level":"error","msg":[[')
 
 
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("step", [1 << 20, 4096, 997])
 def test_a_line_that_raises_is_counted_skipped_and_logged(
-        step: int, caplog: pytest.LogCaptureFixture) -> None:
+        step: int, loop: str, caplog: pytest.LogCaptureFixture) -> None:
     data = deep_file()
-    pipe = Pipeline(config.Config(config.validate({}, "<test>")))
+    with on(loop):
+        pipe = Pipeline(config.Config(config.validate({}, "<test>")))
     with caplog.at_level(logging.ERROR, logger="exporter.pipeline"):
         feed(pipe, "app.log", data, step)
     ss = samples(render(pipe.registry, False).decode())
@@ -252,6 +262,7 @@ def test_run_keeps_counting_after_a_line_that_raises(tmp_path: Path) -> None:
         assert proc.poll() is None
         assert "Traceback" not in err.read_text()
         assert "at byte" in err.read_text()
+        assert re.search(r"line path: (C loop|pure Python) \(", err.read_text())
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
