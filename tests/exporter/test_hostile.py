@@ -32,6 +32,7 @@ from hostile_corpus import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from loop_paths import LOOPS, on
 from test_run import Exporter, config_text
 
 from exporter import config
@@ -244,19 +245,19 @@ def hostile_line(draw: st.DrawFn) -> bytes:
 @given(bad=st.lists(hostile_line(), min_size=1, max_size=25),
        cuts=st.lists(st.integers(min_value=0, max_value=1 << 16), max_size=8),
        preset=st.sampled_from(["auto", *PRESETS]), cap=st.sampled_from([300, 1 << 20]),
-       crlf=st.booleans(), user=st.booleans())
+       crlf=st.booleans(), user=st.booleans(), loop=st.sampled_from(LOOPS))
 def test_hypothesis_hostile_json_around_good_lines(bad: list[bytes], cuts: list[int],
                                                    preset: str, cap: int, crlf: bool,
-                                                   user: bool) -> None:
+                                                   user: bool, loop: str) -> None:
     good = [good_line(g, "json") for g in GOOD]
     nl = b"\r\n" if crlf else b"\n"
     lines = [*good]
     for b in bad:
         lines += [b, *good]
     data = nl.join(lines) + nl
-    pipe = Pipeline(config.Config(config.validate(
-        {"format": "json", "preset": preset, "max_line_bytes": cap, **(USER if user else {})},
-        "<test>")))
+    cfg = {"format": "json", "preset": preset, "max_line_bytes": cap, **(USER if user else {})}
+    with on(loop):  # the C loop or its pure-Python twin, chosen when the Pipeline is made
+        pipe = Pipeline(config.Config(config.validate(cfg, "<test>")))
     src = pipe.open("app.log")
     bounds = [0, *sorted({c % (len(data) + 1) for c in cuts}), len(data)]
     for a, b in pairwise(bounds):

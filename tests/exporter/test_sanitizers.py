@@ -3,7 +3,8 @@ again into a temporary directory with the flags setup.py's build uses (Python's 
 CCSHARED, LDSHARED) plus the sanitizers', and the differential tests (test_tally.py) run in a
 subprocess that imports that build, with the compiler's libasan preloaded (the ASan runtime must
 be the first library loaded; Python itself is not built with it). Any out-of-bounds access,
-use-after-free or undefined behaviour aborts the run. A canary extension with a deliberate use
+use-after-free or undefined behaviour aborts the run. The hostile corpus (hostile_corpus.py) is
+then fed through the sanitized loop as well. A canary extension with a deliberate use
 after free and a deliberate undefined shift, run the same way, shows the harness catches both."""
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def run_sanitized(lib_dir: Path, code: str, timeout: float = 600) -> subprocess.
     `exporter._tally` is the sanitized build (and the rest of the package the real one)."""
     boot = (f"import exporter, sys; exporter.__path__.insert(0, {str(lib_dir)!r})\n"
             + textwrap.dedent(code))
-    env = {**os.environ, "LD_PRELOAD": LIBASAN or "",
+    env = {k: v for k, v in os.environ.items() if k != "TAILPAGE_PURE_PYTHON"}
+    env = {**env, "LD_PRELOAD": LIBASAN or "",
            "ASAN_OPTIONS": "detect_leaks=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
     return subprocess.run([sys.executable, "-c", boot], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=timeout)
@@ -71,18 +73,37 @@ def test_tally_differential_tests_pass_under_asan_and_ubsan(tmp_path: Path) -> N
     lib_dir = tmp_path / "exporter"
     lib_dir.mkdir()
     lib = build(ROOT / "exporter" / "_tally.c", "_tally", lib_dir)
+    # the wheel test builds without a compiler and the "pure Python" ones run the other loop:
+    # nothing of _tally.c runs in them
     proc = run_sanitized(lib_dir, f"""
         import pytest
-        rc = pytest.main(["-q", "-x", "-p", "no:cacheprovider", "-o", "addopts=",
+        rc = pytest.main(["-q", "-x", "-rs", "-p", "no:cacheprovider", "-o", "addopts=",
+                          "-k", "not wheel and not pure",
                           {str(ROOT / "tests" / "exporter" / "test_tally.py")!r}])
-        import exporter._tally
-        print("TALLY_FILE", exporter._tally.__file__)
+        from exporter import tally
+        print("TALLY_FILE", tally._c_loop().__file__, tally.loop().name)
+        # then the hostile corpus through the C loop, whole files in 64 KiB reads
+        sys.path.insert(0, {str(ROOT / "tests" / "exporter")!r})
+        from hostile_corpus import config_for, corpus, file_bytes
+        from exporter import config
+        from exporter.pipeline import Pipeline
+        for case in corpus():
+            cfg = {{**config_for(case), "format": case.fmt}}
+            pipe = Pipeline(config.Config(config.validate(cfg, "<sanitizer>")))
+            src, data = pipe.open(case.name), file_bytes(case)
+            for i in range(0, len(data), 1 << 16):
+                src.feed(data[i:i + (1 << 16)])
+            src.flush()
+        print("CORPUS_DONE", pipe.loop.name)
         sys.exit(int(rc))
         """)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
-    assert f"TALLY_FILE {lib}" in proc.stdout, "the sanitized build was not the one imported"
-    assert " passed" in proc.stdout and "Sanitizer" not in out
+    assert f"TALLY_FILE {lib} C loop" in proc.stdout, \
+        "the sanitized build was not the one imported, or not the loop the exporter chose"
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-3000:]
+    assert "CORPUS_DONE C loop" in proc.stdout
+    assert "Sanitizer" not in out and "runtime error" not in out, out[-6000:]
 
 
 CANARY = r"""
