@@ -23,6 +23,7 @@ from exporter_helpers import failures, metrics, samples
 from hostile_corpus import (
     GOOD,
     GOOD_COMPONENT,
+    TIME,
     Case,
     config_for,
     corpus,
@@ -135,10 +136,19 @@ def test_explain_says_what_it_makes_of_each_line(case: Case) -> None:
 
 # ---- the live sidecar fed the whole corpus --------------------------------------------------
 
-def test_live_run_follows_one_file_through_the_whole_corpus(tmp_path: Path) -> None:
-    """One `run` process follows one JSON file; every case is appended (torn across two writes,
-    as a slow writer tears lines) with good lines after it. The process stays up, /metrics keeps
-    answering during the storm, and every good line is counted."""
+def in_cri(case: Case) -> bytes:
+    """A case as a CRI file holds it: CRI cases as they are, any other line as a whole (F)
+    stdout message."""
+    if case.fmt == "cri":
+        return case.data
+    return b"\n".join(b"%s stdout F %s" % (TIME.encode(), ln) for ln in case.data.split(b"\n"))
+
+
+@pytest.mark.parametrize("fmt", ["json", "cri"])
+def test_live_run_follows_one_file_through_the_whole_corpus(fmt: str, tmp_path: Path) -> None:
+    """One `run` process follows one file, JSON lines or CRI; every case is appended (torn
+    across two writes, as a slow writer tears lines) with good lines after it. The process
+    stays up, /metrics keeps answering during the storm, and every good line is counted."""
     logs = tmp_path / "logs"
     logs.mkdir()
     app = logs / "app.log"
@@ -148,16 +158,17 @@ def test_live_run_follows_one_file_through_the_whole_corpus(tmp_path: Path) -> N
     try:
         app.write_bytes(b"")  # exists at start: followed from its end, which is 0
         e.start()
-        good = [good_line(g, "json") for g in GOOD]
+        good = b"\n".join(good_line(g, fmt) for g in GOOD)
         written = 0
         with open(app, "ab") as f:
-            f.write(b"\n".join(good) + b"\n")
+            f.write(good + b"\n")
             written += 1
             for i, case in enumerate(CASES):
-                half = len(case.data) // 2
-                f.write(case.data[:half])
+                data = in_cri(case) if fmt == "cri" else case.data
+                half = len(data) // 2
+                f.write(data[:half])
                 f.flush()
-                f.write(case.data[half:] + b"\n" + b"\n".join(good) + b"\n")
+                f.write(data[half:] + b"\n" + good + b"\n")
                 f.flush()
                 written += 1
                 if i % 10 == 0:  # scraped mid-storm; also gives the tailer several reads
