@@ -281,3 +281,41 @@ def test_hypothesis_hostile_json_around_good_lines(bad: list[bytes], cuts: list[
     errs = 0 if preset == "serilog" else n * GOOD_ERRORS
     assert good_counts(ss) == (n * len(GOOD), errs)
     assert set(failures(pipe)) <= REASONS
+
+
+def test_live_run_with_hostile_file_names_and_types(tmp_path: Path) -> None:
+    """What the glob matches is hostile too: a name that is not UTF-8 (the path label), a name
+    with a newline and a quote, a FIFO (a read would block), a directory, a symlink loop and a
+    symlink to /dev/zero (endless). The regular files are followed and counted, the rest
+    skipped, and /metrics answers in both formats."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = tmp_path / "exporter.yaml"
+    cfg.write_text(f'inputs:\n  - path: "{logs}/*.log"\n    start_at: beginning\n'
+                   f'checkpoint:\n  path: "{tmp_path}/state/ck.json"\n  interval: 300ms\n'
+                   "tail:\n  poll_interval: 100ms\n  rescan_interval: 500ms\n")
+    good = b"\n".join(good_line(g, "json") for g in GOOD) + b"\n"
+    raw = os.fsencode(logs)
+    regular = [b"\xff\xfe not utf-8.log", b'new\nline"quote.log', b"ok.log"]
+    for name in regular:
+        Path(os.fsdecode(os.path.join(raw, name))).write_bytes(good)
+    os.mkfifo(logs / "fifo.log")
+    (logs / "dir.log").mkdir()
+    os.symlink(logs / "loop.log", logs / "loop.log")
+    os.symlink("/dev/zero", logs / "zero.log")
+    e = Exporter(tmp_path, cfg)
+    try:
+        e.start()
+        with open(logs / "ok.log", "ab") as f:  # appended after the start: still followed
+            f.write(good)
+        want = ((len(regular) + 1) * len(GOOD), (len(regular) + 1) * GOOD_ERRORS)
+
+        def counted() -> bool:
+            assert e.proc.poll() is None, e.err.read_text()[-3000:]
+            status, text = e.get("/metrics")
+            assert status == 200, f"/metrics answered {status}\n{e.err.read_text()[-3000:]}"
+            return good_counts(samples(text)) == want
+        e.until(counted, f"good lines counted: {want}")
+        assert e.get("/metrics", {"Accept": "application/openmetrics-text"})[0] == 200
+    finally:
+        e.kill()
