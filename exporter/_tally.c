@@ -5,8 +5,10 @@ over them (a (level, component) lookup, a duration read, a bucket search per lin
 0.45 us a line, over a third of `oneshot`'s time; issue 2's target (8x mtail on one core) needs
 it several times cheaper, and no library does this loop. The module makes no decision of its own:
 it counts the records whose (raw level, raw component) pair already has an entry in the
-pipeline's cache and whose duration is a plain non-negative number, and hands every other record
-back by index to exporter/pipeline.py, which treats it exactly as before (and fills the cache).
+count stage's cache and whose duration is a plain non-negative number, and hands every other
+record back by index to exporter/count.py, which treats it exactly as before (and fills the
+cache). exporter/tally.py is the same loop in pure Python (the reference, and the fallback when
+this is not built); exporter/_tally.pyi types both.
 
 tally(recs, level_comp, cache, duration, mul, any_duration, no_duration, buckets)
     -> (groups, odd, errors)
@@ -515,7 +517,7 @@ is_space(unsigned char c)
 
 /* The length of the CRI prefix of a whole (F) line starting at p, up to and with the space
    before the message, when the message starts with '{'; 0 when the line is anything else.
-   The same test as exporter.pipeline's regex
+   The same test as exporter/tally.py's regex
    `\d{4}-\d\d-\d\dT\S+ (?:stdout|stderr) F(?::\S*)? (?=\{)` (the \S runs end at the
    first whitespace, which must be the space the regex wants next). */
 static Py_ssize_t

@@ -164,7 +164,7 @@ def feed(pipe: Pipeline, path: str, data: bytes, step: int) -> None:
 def boundary_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
     """The boundary's reports of lines skipped (a chunk read again is reported apart)."""
     return [r.getMessage() for r in caplog.records
-            if r.name == "exporter.pipeline" and ": a line at byte " in r.getMessage()]
+            if r.name == "exporter.source" and ": a line at byte " in r.getMessage()]
 
 
 def assert_names_a_raising_line(message: str, path: str, data: bytes) -> None:
@@ -183,7 +183,7 @@ def test_a_line_that_raises_is_counted_skipped_and_logged(
     data = deep_file()
     with on(loop):
         pipe = Pipeline(config.Config(config.validate({}, "<test>")))
-    with caplog.at_level(logging.ERROR, logger="exporter.pipeline"):
+    with caplog.at_level(logging.ERROR, logger="exporter.source"):
         feed(pipe, "app.log", data, step)
     ss = samples(render(pipe.registry, False).decode())
     got, fails = lines_total(ss), failures(ss)
@@ -200,7 +200,7 @@ def test_the_boundary_logs_at_most_once_a_minute(caplog: pytest.LogCaptureFixtur
     """Two files of such lines in one pipeline: every raising line counted, one log line."""
     data = deep_file()
     pipe = Pipeline(config.Config(config.validate({}, "<test>")))
-    with caplog.at_level(logging.ERROR, logger="exporter.pipeline"):
+    with caplog.at_level(logging.ERROR, logger="exporter.source"):
         feed(pipe, "a.log", data, 1 << 20)
         once = failures(samples(render(pipe.registry, False).decode()))["internal"]
         feed(pipe, "b.log", data, 1 << 20)
