@@ -284,6 +284,71 @@ def test_hypothesis_hostile_json_around_good_lines(bad: list[bytes], cuts: list[
     assert set(failures(pipe)) <= REASONS
 
 
+@st.composite
+def hostile_logfmt(draw: st.DrawFn) -> bytes:
+    """key=value pairs of the fields read, values bare, quoted with any escape, or empty."""
+    pairs = []
+    for key in draw(st.lists(st.one_of(st.sampled_from(FIELDS), st.text(max_size=6)),
+                             max_size=8)):
+        v = draw(st.one_of(
+            st.text(max_size=12).map(lambda t: t.replace(" ", "").replace('"', "")),
+            st.lists(st.sampled_from(["x", " ", "\\", '\\"', "\\u12", "\\ud800", "\\U0010ffff",
+                                      "\\x", "²", "1e400", str(10**400)]),
+                     max_size=6).map(lambda ps: '"' + "".join(ps) + '"'),
+            st.sampled_from(["", '"', "=", str(-10**400), "NaN"])))
+        pairs.append(f"{key}={v}" if draw(st.booleans()) else key)
+    return " ".join(pairs).encode("utf-8", "surrogatepass")
+
+
+@st.composite
+def enveloped(draw: st.DrawFn, fmt: str) -> bytes:
+    """A hostile message as a CRI or docker line would carry it, or the raw bytes. Partial
+    chunks only on stderr: the good lines are whole stdout messages, which a partial of their
+    own stream would rightly join."""
+    msg = draw(st.one_of(hostile_line(), hostile_logfmt()))
+    how = draw(st.sampled_from(["raw", "stdout F", "stderr F", "stderr P"]))
+    if how == "raw":
+        return msg
+    stream, tag = how.split()
+    if fmt == "cri":
+        return b"%s %s %s %s" % (TIME.encode(), stream.encode(), tag.encode(), msg)
+    log = msg.decode("utf-8", "surrogateescape") + ("\n" if tag == "F" else "")
+    return json.dumps({"log": log, "stream": stream, "time": TIME}).encode()
+
+
+@settings(max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "60")), deadline=None,
+          database=None, derandomize=bool(os.environ.get("CI")),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data(), fmt=st.sampled_from(["cri", "docker", "logfmt"]),
+       cuts=st.lists(st.integers(min_value=0, max_value=1 << 16), max_size=8),
+       cap=st.sampled_from([300, 1 << 20]), loop=st.sampled_from(LOOPS))
+def test_hypothesis_hostile_messages_in_envelopes_and_logfmt(data: st.DataObject, fmt: str,
+                                                             cuts: list[int], cap: int,
+                                                             loop: str) -> None:
+    """The same for logfmt files and for CRI and docker files whose messages are hostile JSON
+    or logfmt, whole or partial (P chunks, docker logs without a newline), or not enveloped."""
+    gen = hostile_logfmt() if fmt == "logfmt" else enveloped(fmt)
+    bad = data.draw(st.lists(gen, min_size=1, max_size=25))
+    good = [good_line(g, fmt) for g in GOOD]
+    lines = [*good]
+    for b in bad:
+        lines += [b, *good]
+    raw = b"\n".join(lines) + b"\n"
+    with on(loop):
+        pipe = Pipeline(config.Config(config.validate(
+            {"format": fmt, "max_line_bytes": cap}, "<test>")))
+    src = pipe.open("app.log")
+    bounds = [0, *sorted({c % (len(raw) + 1) for c in cuts}), len(raw)]
+    for a, b in pairwise(bounds):
+        src.feed(raw[a:b])
+    src.flush()
+    assert src.pending == 0
+    n = len(bad) + 1
+    ss = {(name, lbl): v for name, series in metrics(pipe).items() for lbl, v in series.items()}
+    assert good_counts(ss) == (n * len(GOOD), n * GOOD_ERRORS)
+    assert set(failures(pipe)) <= REASONS
+
+
 def test_live_run_with_hostile_file_names_and_types(tmp_path: Path) -> None:
     """What the glob matches is hostile too: a name that is not UTF-8 (the path label), a name
     with a newline and a quote, a FIFO (a read would block), a directory, a symlink loop and a
