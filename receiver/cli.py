@@ -7,14 +7,12 @@ import asyncio
 import logging
 import sys
 
-from aiohttp import web
-
 from . import config as config_mod
-from .app import build_app
 from .config import Config, ConfigError
 from .deliver import contain_library_logs, send
 from .render import test_notification
 from .route import route
+from .serve import Stopper, serve
 from .store import StoreError
 
 EXIT_CONFIG = 2
@@ -32,14 +30,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("tailpage.receiver").warning(
             "no channels configured: alerts are stored and visible in the API only"
         )
-    web.run_app(
-        build_app(cfg),
-        host=cfg.listen_host,
-        port=cfg.listen_port,
-        print=lambda _: None,
-        access_log=None,
-        handle_signals=True,
-    )
+    stopper = Stopper()
+    stopper.install()  # from here on, SIGTERM/SIGINT (any number) mean one graceful stop
+    try:
+        asyncio.run(serve(cfg, stopper))
+    except OSError as e:  # the port is taken, the address is not ours
+        print(
+            f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {e.strerror or e}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -59,7 +59,7 @@ def test_issue_example_loads_with_env_files_and_defaults(tmp_path, monkeypatch):
         "pagerduty": "pagerduty",
     }
     assert cfg.delivery.max_age_s == 86400 and cfg.delivery.workers == 4  # schema defaults
-    assert cfg.max_body_bytes == 1048576
+    assert cfg.max_body_bytes == 64 * 1024 * 1024
     r = route(cfg, {"severity": "P0", "component": "payments"})
     assert r.channels == ("pagerduty", "sms", "slack", "email")
     assert [(s.after_s, s.channels) for s in r.escalation] == [
