@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import json
 import os
 import signal
 import sqlite3
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -25,6 +28,9 @@ from rcv_helpers import (
     stop,
     wait_for,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from receiver_big_webhook import big_webhook  # one definition of "a typical alert"
 
 
 @pytest.mark.slow
@@ -225,3 +231,45 @@ async def test_signals_stop_cleanly_and_keep_the_in_flight_notification(
         finally:
             assert stop(proc) == 0
         assert channel.arrived.count("fly1") >= 2  # sent again: at least once, never lost
+
+
+@pytest.mark.slow
+async def test_a_10000_alert_group_is_accepted_whole_with_the_default_config(tmp_path):
+    """Issue 14: one Alertmanager group of 10,000 alerts (~11 MB, `group_by: [alertname]`) is
+    one webhook; a 413 would never be retried and nobody would be paged. Embedded defaults (no
+    --config): accepted in one request and stored whole; past the limit it is still a 413 with
+    the reason, also when a small gzip body inflates past it."""
+    body = json.dumps(big_webhook(10_000)).encode()
+    assert 10 * 2**20 < len(body) < 64 * 2**20
+    port, log = free_port(), tmp_path / "run.log"
+    proc = start(None, port, tmp_path, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await ready(port, proc, log=log)
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(timeout=timeout) as s:
+            headers = {"Content-Type": "application/json"}
+            async with s.post(f"{base}/alerts", data=body, headers=headers) as r:
+                assert r.status == 200, await r.text()
+                assert await r.json() == {"accepted": 10_000, "duplicates": 0}
+            async with s.get(f"{base}/api/v1/alerts") as r:
+                stored = (await r.json())["alerts"]
+            assert len(stored) == 10_000
+            assert {a["fingerprint"] for a in stored} == {
+                a["fingerprint"] for a in json.loads(body)["alerts"]
+            }
+
+            over = b"[" + b" " * (64 * 2**20) + b"]"  # one byte past 64 MiB: only the size is wrong
+            async with s.post(f"{base}/alerts", data=over, headers=headers) as r:
+                assert r.status == 413
+                assert "larger than 67108864 bytes" in (await r.json())["error"]
+            bomb = gzip.compress(b" " * (65 * 2**20))  # ~65 KB that inflates to 65 MiB
+            gz = {**headers, "Content-Encoding": "gzip"}
+            async with s.post(f"{base}/alerts", data=bomb, headers=gz) as r:
+                assert r.status == 413
+                assert "larger than 67108864 bytes decoded" in (await r.json())["error"]
+            async with s.get(f"{base}/metrics") as r:
+                metrics = await r.text()
+        assert 'tailpage_receiver_webhooks_rejected_total{reason="too_large"} 2.0' in metrics
+    finally:
+        assert stop(proc) == 0
