@@ -45,6 +45,8 @@ class Stopper:
             return
         if self.event.is_set():
             log.info("%s again: already stopping", self.signals[-1])
+        else:
+            log.info("%s: stopping", self.signals[-1])
         self.event.set()
 
     async def wait(self) -> None:
@@ -64,11 +66,7 @@ async def serve(cfg: Config, stopper: Stopper) -> None:
             await web.TCPSite(runner, cfg.listen_host, cfg.listen_port).start()
             log.info("listening on %s:%d", cfg.listen_host, cfg.listen_port)
         await waiting
-        log.info(
-            "%s: stopping (in-flight webhooks and notifications get up to %gs)",
-            stopper.signals[0],
-            cfg.shutdown_grace_s,
-        )
+        log.info("in-flight webhooks and notifications get up to %gs", cfg.shutdown_grace_s)
     finally:
         waiting.cancel()
         await runner.cleanup()
