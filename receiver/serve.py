@@ -1,60 +1,19 @@
-"""`run`: serve the app until SIGTERM or SIGINT, then shut down within `shutdown_grace`.
-
-Signals are caught for the whole life of the process, not only while the event loop runs, and
-any number of them (Ctrl-C in `make run` sends SIGINT and then the script's SIGTERM) means the
-same one graceful stop: no KeyboardInterrupt traceback, no death by a second signal (status 143).
-"""
+"""`run`: serve the app until SIGTERM or SIGINT (signals.py), then shut down within
+`shutdown_grace`: aiohttp stops accepting connections and lets in-flight webhooks finish while the
+delivery workers finish the notifications in hand (app.py), all within the one grace."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-from types import FrameType
 
 from aiohttp import web
 
 from .app import build_app
 from .config import Config
+from .signals import Stopper
 
 log = logging.getLogger("tailpage.receiver")
-
-
-class Stopper:
-    """Turns SIGTERM/SIGINT into an asyncio.Event on the running loop. The Python-level handler
-    only schedules a callback: logging from a signal handler could interleave with a log line."""
-
-    def __init__(self) -> None:
-        self.signals: list[str] = []
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.event: asyncio.Event | None = None
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.signals.append(signal.Signals(signum).name)
-        if self.loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: we are exiting anyway
-                self.loop.call_soon_threadsafe(self._on_loop)
-
-    def _on_loop(self) -> None:
-        if self.event is None:
-            return
-        if self.event.is_set():
-            log.info("%s again: already stopping", self.signals[-1])
-        else:
-            log.info("%s: stopping", self.signals[-1])
-        self.event.set()
-
-    async def wait(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.event = asyncio.Event()
-        if self.signals:  # one arrived before the loop ran
-            self.event.set()
-        await self.event.wait()
 
 
 async def serve(cfg: Config, stopper: Stopper) -> None:
