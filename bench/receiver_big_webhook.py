@@ -7,7 +7,8 @@
 2. A real `tailpage-receiver run` with the embedded defaults (no --config: SQLite in ./var, the
    console channel, the default max_body_bytes), fresh per variant: the accept time of the
    webhook (POST to 200, client side) and the process's peak RSS (VmHWM) before and after it.
-   Variants: plain JSON; the same gzip-compressed; the plain one again (all duplicates).
+   Variants: plain JSON; the same gzip-compressed; the plain one again (all duplicates);
+   with --postgres, plain and duplicate on a local PostgreSQL (tests/postgres/pg_harness).
 Alertmanager's webhook timeout is its group_interval (default 5m, never under 10 s): the accept
 time must stay well inside 10 s.
 """
@@ -225,24 +226,36 @@ async def wait_ready(port: int, proc: subprocess.Popen) -> None:
     raise RuntimeError("receiver did not start")
 
 
-def start_receiver(cwd: Path, port: int) -> subprocess.Popen:
-    """`tailpage-receiver run` with no --config: the embedded defaults."""
+def start_receiver(cwd: Path, port: int, store: str | None) -> subprocess.Popen:
+    """`tailpage-receiver run` with no --config (the embedded defaults), or with the embedded
+    defaults' channel and route on another store."""
+    cmd = [str(EXE), "--log-level", "WARNING", "run", "--listen", f"127.0.0.1:{port}"]
+    if store:
+        cfg = {
+            "store": store,
+            "channels": {"console": {"url": "console://"}},
+            "routes": [{"channels": ["console"]}],
+        }
+        (cwd / "receiver.yml").write_text(json.dumps(cfg))  # JSON is YAML
+        cmd += ["--config", str(cwd / "receiver.yml")]
     return subprocess.Popen(
-        [str(EXE), "--log-level", "WARNING", "run", "--listen", f"127.0.0.1:{port}"],
+        cmd,
         cwd=cwd,
         stdout=subprocess.DEVNULL,  # the console channel prints every alert
         stderr=subprocess.DEVNULL,
     )
 
 
-async def process_run(body: bytes, variants: list[str], directory: Path) -> dict[str, Any]:
+async def process_run(
+    body: bytes, variants: list[str], directory: Path, store: str | None = None
+) -> dict[str, Any]:
     """One fresh receiver (embedded defaults, cwd a temporary directory); `variants` posted in
     order: plain | gzip | duplicate (plain again)."""
     packed = gzip.compress(body, 6)
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         port = free_port()
-        proc = start_receiver(Path(tmp), port)
+        proc = start_receiver(Path(tmp), port, store)
         try:
             await wait_ready(port, proc)
             out["rss_before_mib"] = round(rss_kib(proc.pid)["VmRSS"] / 1024, 1)
@@ -272,6 +285,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--alerts", type=int, default=10_000)
     ap.add_argument("--dir", default=str(ROOT / "var"), help="SQLite files go here (real disk)")
+    ap.add_argument("--postgres", action="store_true", help="also a receiver on PostgreSQL 15")
     args = ap.parse_args()
     directory = Path(args.dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -290,6 +304,19 @@ def main() -> None:
         process_run(plain, ["plain", "duplicate"], directory)
     )
     results["receiver_gzip"] = asyncio.run(process_run(fresh, ["gzip"], directory))
+    if args.postgres:
+        sys.path.insert(0, str(ROOT / "tests" / "postgres"))
+        import pg_harness
+
+        server = pg_harness.start_server()  # initdb on loopback, fsync=off (as in the tests)
+        try:
+            dsn = server.dsn(server.create_database())
+            pg_body = json.dumps(big_webhook(args.alerts, prefix="pg")).encode()
+            results["receiver_postgresql_plain_then_duplicate"] = asyncio.run(
+                process_run(pg_body, ["plain", "duplicate"], directory, dsn)
+            )
+        finally:
+            server.stop()
     results["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(results, indent=2))
     out = ROOT / "bench/out"
