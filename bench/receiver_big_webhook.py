@@ -3,7 +3,8 @@
     .venv/bin/python bench/receiver_big_webhook.py [--alerts 10000] [--dir ./var]
 
 1. Where the time and memory go, in this process, stage by stage: gunzip, orjson, fastjsonschema,
-   routing + building the store's rows, SQLite store.ingest (a fresh file, synchronous=FULL).
+   routing + building the store's rows, SQLite store.ingest (a fresh file, synchronous=FULL);
+   with --postgres also PostgreSQL store.ingest of the same rows, new and then duplicates.
 2. A real `tailpage-receiver run` with the embedded defaults (no --config: SQLite in ./var, the
    console channel, the default max_body_bytes), fresh per variant: the accept time of the
    webhook (POST to 200, client side) and the process's peak RSS (VmHWM) before and after it.
@@ -131,11 +132,12 @@ def reset_peak_rss() -> int:
 # -- 1. stages, in process ----------------------------------------------------------------------
 
 
-def stages(body: bytes, directory: Path) -> dict[str, Any]:
+def stages(body: bytes, directory: Path, postgres_dsn: str | None) -> dict[str, Any]:
     from receiver import config as config_mod
     from receiver.intake import _validate
     from receiver.route import route
     from receiver.store import IncomingAlert
+    from receiver.store.postgresql import PostgreSQLStore
     from receiver.store.sqlite import SQLiteStore
 
     cfg = config_mod.no_config_defaults()
@@ -193,7 +195,21 @@ def stages(body: bytes, directory: Path) -> dict[str, Any]:
             out["store_ingest_accepted"] = len(res.accepted)
             await store.close()
 
+    async def ingest_postgresql(dsn: str) -> None:
+        store = PostgreSQLStore(dsn)
+        await store.open()
+        t = time.perf_counter()
+        res = await store.ingest(alerts, time.time())
+        out["postgresql_store_ingest_ms"] = round((time.perf_counter() - t) * 1000, 1)
+        t = time.perf_counter()
+        dup = await store.ingest(alerts, time.time())
+        out["postgresql_store_ingest_duplicates_ms"] = round((time.perf_counter() - t) * 1000, 1)
+        assert len(res.accepted) == len(dup.duplicates) == len(alerts)
+        await store.close()
+
     asyncio.run(ingest())
+    if postgres_dsn:
+        asyncio.run(ingest_postgresql(postgres_dsn))
     out["note"] = "*_peak_rss_growth_mib: the stage's peak resident set over the one before it"
     return out
 
@@ -281,6 +297,33 @@ async def process_run(
     return out
 
 
+def run(n: int, directory: Path, server: Any) -> dict[str, Any]:
+    plain = json.dumps(big_webhook(n)).encode()
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "alerts": n,
+        "body_mib": round(len(plain) / 2**20, 2),
+        "bytes_per_alert": len(plain) // n,
+        "gzip_mib": round(len(gzip.compress(plain, 6)) / 2**20, 2),
+        "stages_in_process": stages(
+            plain, directory, server.dsn(server.create_database()) if server else None
+        ),
+    }
+    fresh = json.dumps(big_webhook(n, prefix="gz")).encode()
+    results["receiver_plain_then_duplicate"] = asyncio.run(
+        process_run(plain, ["plain", "duplicate"], directory)
+    )
+    results["receiver_gzip"] = asyncio.run(process_run(fresh, ["gzip"], directory))
+    if server is not None:
+        dsn = server.dsn(server.create_database())
+        pg_body = json.dumps(big_webhook(n, prefix="pg")).encode()
+        results["receiver_postgresql_plain_then_duplicate"] = asyncio.run(
+            process_run(pg_body, ["plain", "duplicate"], directory, dsn)
+        )
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--alerts", type=int, default=10_000)
@@ -289,33 +332,16 @@ def main() -> None:
     args = ap.parse_args()
     directory = Path(args.dir)
     directory.mkdir(parents=True, exist_ok=True)
-    plain = json.dumps(big_webhook(args.alerts)).encode()
-    results: dict[str, Any] = {
-        "machine": machine(),
-        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "alerts": args.alerts,
-        "body_mib": round(len(plain) / 2**20, 2),
-        "bytes_per_alert": len(plain) // args.alerts,
-        "gzip_mib": round(len(gzip.compress(plain, 6)) / 2**20, 2),
-        "stages_in_process": stages(plain, directory),
-    }
-    fresh = json.dumps(big_webhook(args.alerts, prefix="gz")).encode()
-    results["receiver_plain_then_duplicate"] = asyncio.run(
-        process_run(plain, ["plain", "duplicate"], directory)
-    )
-    results["receiver_gzip"] = asyncio.run(process_run(fresh, ["gzip"], directory))
+    server = None
     if args.postgres:
         sys.path.insert(0, str(ROOT / "tests" / "postgres"))
         import pg_harness
 
         server = pg_harness.start_server()  # initdb on loopback, fsync=off (as in the tests)
-        try:
-            dsn = server.dsn(server.create_database())
-            pg_body = json.dumps(big_webhook(args.alerts, prefix="pg")).encode()
-            results["receiver_postgresql_plain_then_duplicate"] = asyncio.run(
-                process_run(pg_body, ["plain", "duplicate"], directory, dsn)
-            )
-        finally:
+    try:
+        results = run(args.alerts, directory, server)
+    finally:
+        if server is not None:
             server.stop()
     results["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(results, indent=2))

@@ -78,6 +78,7 @@ async def handle_alerts(request: web.Request) -> web.Response:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         return _reject(state, "invalid_json", 400, f"invalid JSON: {e}")
+    del body  # up to max_body_bytes, no longer needed while the alerts are stored
     try:
         _validate(data)
     except fastjsonschema.JsonSchemaException as e:

@@ -287,3 +287,17 @@ def test_make_run_stops_the_other_process_when_one_dies(tmp_path):
     assert rc == 1, out
     assert "the receiver exited on its own with status 137; stopped the other" in out
     assert "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_a_signal_during_startup_exits_0_without_a_traceback(tmp_path):
+    """Half a second in, the process is still importing apprise and aiohttp (~0.7 s): a SIGTERM
+    and a SIGINT then end it with 0, not with 143 or a KeyboardInterrupt traceback."""
+    log = tmp_path / "run.log"
+    proc = start(None, free_port(), tmp_path, log)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0, log.read_text()
+    out = log.read_text()
+    assert "Traceback" not in out and "stop" in out, out
