@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -43,10 +44,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(cfg, stopper))
     except OSError as e:  # the port is taken, the address is not ours
-        print(
-            f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {e.strerror or e}",
-            file=sys.stderr,
-        )
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        print(f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {reason}", file=sys.stderr)
         return 1
     return 0
 

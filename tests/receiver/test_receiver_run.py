@@ -301,3 +301,20 @@ def test_a_signal_during_startup_exits_0_without_a_traceback(tmp_path):
     assert proc.wait(30) == 0, log.read_text()
     out = log.read_text()
     assert "Traceback" not in out and "stop" in out, out
+
+
+def test_a_taken_port_exits_1_with_the_reason(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [str(EXE), "run", "--listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
+    assert out.returncode == 1, out.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out.stderr
+    assert "Traceback" not in out.stderr
