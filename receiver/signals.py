@@ -30,18 +30,19 @@ class Stopper:
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.signals.append(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        self.signals.append(name)
         if self.loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: we are exiting anyway
-                self.loop.call_soon_threadsafe(self._on_loop)
+                self.loop.call_soon_threadsafe(self._on_loop, name)
 
-    def _on_loop(self) -> None:
+    def _on_loop(self, name: str) -> None:
         if self.event is None:
             return
         if self.event.is_set():
-            log.info("%s again: already stopping", self.signals[-1])
+            log.info("%s: already stopping", name)
         else:
-            log.info("%s: stopping", self.signals[-1])
+            log.info("%s: stopping", name)
         self.event.set()
 
     async def wait(self) -> None:
