@@ -70,7 +70,12 @@ def build_app(
     """`store` defaults to the one named by cfg.store; `workers=False` leaves delivery and
     escalation to the caller (tests drive them tick by tick)."""
     contain_library_logs()  # secrets in channel URLs must not reach any log
-    app = web.Application(client_max_size=cfg.max_body_bytes, middlewares=[_store_errors])
+    app = web.Application(
+        client_max_size=cfg.max_body_bytes,
+        middlewares=[_store_errors],
+        # intake decodes Content-Encoding itself (body.py): its own errors, a bounded inflate
+        handler_args={"auto_decompress": False},
+    )
     m = Metrics()
     m.init_channels(list(cfg.channels))
     m.init_escalation_steps(max((len(r.escalate) for r in cfg.routes or ()), default=0))
@@ -79,17 +84,29 @@ def build_app(
     )
     app[STATE] = state
 
+    d = Deliverer(cfg, state.store, m, state.wake, clock)
+    senders: list[asyncio.Task[None]] = []
+    deadline = 0.0  # monotonic: when the shutdown grace ends
+
+    async def begin_drain(app: web.Application) -> None:
+        """Shutdown, step 1 (aiohttp calls it before waiting for in-flight requests): workers
+        finish the batch in hand and claim no more, alongside the HTTP drain, in one grace."""
+        nonlocal deadline
+        deadline = time.monotonic() + cfg.shutdown_grace_s
+        state.ready = False
+        d.draining = True
+        state.wake.set()  # idle workers wake up, see `draining` and return
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.store.open()
         log.info("store open: %s", redact_dsn(cfg.store))
-        tasks = []
+        others: list[asyncio.Task[None]] = []
         if workers:
-            d = Deliverer(cfg, state.store, m, state.wake, clock)
-            tasks = [
+            senders.extend(
                 asyncio.create_task(d.run(f"w{i}"), name=f"deliver-{i}")
                 for i in range(cfg.delivery.workers)
-            ]
-            tasks.append(
+            )
+            others.append(
                 asyncio.create_task(
                     escalate.run(state.store, m, state.wake, cfg.escalation_poll_s, clock),
                     name="escalate",
@@ -98,11 +115,24 @@ def build_app(
         state.ready = True
         yield
         state.ready = False
-        for t in tasks:
+        for t in others:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if senders:
+            left = max(0.0, deadline - time.monotonic()) if deadline else 0.0
+            _, late = await asyncio.wait(senders, timeout=left)
+            if late:  # their rows stay 'sending' and go out again after the restart
+                log.warning(
+                    "shutdown grace (%gs) over: %d delivery workers stopped mid-send; "
+                    "their notifications stay in the outbox",
+                    cfg.shutdown_grace_s,
+                    len(late),
+                )
+        for t in senders:
+            t.cancel()
+        await asyncio.gather(*senders, *others, return_exceptions=True)
         await state.store.close()
 
+    app.on_shutdown.append(begin_drain)
     app.cleanup_ctx.append(lifecycle)
     app.router.add_post("/alerts", handle_alerts)
     app.router.add_get("/-/healthy", healthy)

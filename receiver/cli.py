@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
+import os
 import sys
+from typing import TYPE_CHECKING
 
-from aiohttp import web
+# Only light imports up here: `run` catches SIGTERM/SIGINT before apprise and aiohttp load (~0.7 s
+# of imports); the commands import what they need.
+from .signals import Stopper
 
-from . import config as config_mod
-from .app import build_app
-from .config import Config, ConfigError
-from .deliver import contain_library_logs, send
-from .render import test_notification
-from .route import route
-from .store import StoreError
+if TYPE_CHECKING:
+    from .config import Config
 
 EXIT_CONFIG = 2
 
 
 def _load(path: str | None) -> Config:
+    from . import config as config_mod
+
     return config_mod.load(path) if path else config_mod.no_config_defaults()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from . import config as config_mod
+    from .serve import serve
+
+    stopper: Stopper = args.stopper
     cfg = _load(args.config)
     if args.listen:
         cfg.listen_host, cfg.listen_port = config_mod.parse_listen(args.listen, "--listen")
@@ -32,18 +38,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("tailpage.receiver").warning(
             "no channels configured: alerts are stored and visible in the API only"
         )
-    web.run_app(
-        build_app(cfg),
-        host=cfg.listen_host,
-        port=cfg.listen_port,
-        print=lambda _: None,
-        access_log=None,
-        handle_signals=True,
-    )
+    if stopper.signals:  # stopped while starting: nothing was opened yet
+        logging.getLogger("tailpage.receiver").info("%s: stopped", stopper.signals[0])
+        return 0
+    try:
+        asyncio.run(serve(cfg, stopper))
+    except OSError as e:  # the port is taken, the address is not ours
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        print(f"cannot listen on {cfg.listen_host}:{cfg.listen_port}: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from . import config as config_mod
+
     cfg = config_mod.load(args.file)
     routes = "default severity policy" if cfg.routes is None else f"{len(cfg.routes)} routes"
     print(
@@ -54,6 +63,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
+    from . import config as config_mod
+    from .route import route
+
     cfg = config_mod.load(args.file)
     labels = {}
     for item in args.labels:
@@ -71,6 +83,12 @@ def cmd_routes(args: argparse.Namespace) -> int:
 
 
 def cmd_send_test(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from . import config as config_mod
+    from .deliver import send
+    from .render import test_notification
+
     cfg = config_mod.load(args.config)
     ch = cfg.channels.get(args.channel)
     if ch is None:
@@ -108,11 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("channel")
     t.set_defaults(fn=cmd_send_test)
     args = p.parse_args(argv)
+    args.stopper = Stopper()
+    if args.command == "run":
+        args.stopper.install()  # from here on, SIGTERM/SIGINT (any number): one graceful stop
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from .config import ConfigError
+    from .deliver import contain_library_logs
+    from .store import StoreError
+
     contain_library_logs()
     try:
         return args.fn(args)

@@ -107,6 +107,7 @@ class Config:
     external_url: str | None
     store: str = field(repr=False)  # may hold a password: log only redact_dsn(store)
     store_timeout_s: float
+    shutdown_grace_s: float
     max_body_bytes: int
     auth: Auth
     channels: dict[str, Channel]
@@ -417,6 +418,7 @@ def _build(d: dict[str, Any], file: str, base: Path) -> Config:
         external_url=d.get("external_url"),
         store=store,
         store_timeout_s=parse_duration(d["store_timeout"]),
+        shutdown_grace_s=parse_duration(d["shutdown_grace"]),
         max_body_bytes=d["max_body_bytes"],
         auth=auth,
         channels=channels,

@@ -123,10 +123,12 @@ class Deliverer:
         self.cfg, self.store, self.metrics, self.wake, self.clock = cfg, store, metrics, wake, clock
         self.settings = cfg.delivery
         self.limited = {n for n, c in cfg.channels.items() if c.rate_burst}
+        self.draining = False  # shutdown: finish the batch in hand, claim no more (app.py)
 
     async def run(self, name: str) -> None:
-        """One worker: tick until cancelled; sleep until woken or the poll interval passes."""
-        while not task_stopping():
+        """One worker: tick until cancelled or draining; sleep until woken or the poll interval
+        passes."""
+        while not task_stopping() and not self.draining:
             try:
                 busy = await self.tick(name)
             except StoreError as e:

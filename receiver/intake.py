@@ -13,6 +13,7 @@ import fastjsonschema
 import orjson
 from aiohttp import web
 
+from .body import BodyError, read_body
 from .config import Auth
 from .route import route
 from .state import STATE, State
@@ -69,17 +70,15 @@ async def handle_alerts(request: web.Request) -> web.Response:
     if authorized(request, cfg.auth) is None:
         state.metrics.webhooks_rejected.labels("auth").inc()
         return unauthorized(cfg.auth)
-    limit = cfg.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return _reject(state, "too_large", 413, f"body larger than {limit} bytes")
     try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _reject(state, "too_large", 413, f"body larger than {limit} bytes")
+        body = await read_body(request, cfg.max_body_bytes)
+    except BodyError as e:
+        return _reject(state, e.reason, e.status, e.message)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         return _reject(state, "invalid_json", 400, f"invalid JSON: {e}")
+    del body  # up to max_body_bytes, no longer needed while the alerts are stored
     try:
         _validate(data)
     except fastjsonschema.JsonSchemaException as e:

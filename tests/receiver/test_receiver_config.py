@@ -59,7 +59,8 @@ def test_issue_example_loads_with_env_files_and_defaults(tmp_path, monkeypatch):
         "pagerduty": "pagerduty",
     }
     assert cfg.delivery.max_age_s == 86400 and cfg.delivery.workers == 4  # schema defaults
-    assert cfg.max_body_bytes == 1048576
+    assert cfg.max_body_bytes == 64 * 1024 * 1024  # a 10,000-alert group is ~11 MB
+    assert cfg.shutdown_grace_s == 10
     r = route(cfg, {"severity": "P0", "component": "payments"})
     assert r.channels == ("pagerduty", "sms", "slack", "email")
     assert [(s.after_s, s.channels) for s in r.escalation] == [
@@ -116,6 +117,8 @@ def test_severity_aliases_and_default_policy():
         ),
         ("channels: {a: {url: 42}}\n", "channels.a.url", "a non-empty string"),
         ("delivery: {max_age: soon}\n", "delivery.max_age", "a duration"),
+        ("shutdown_grace: 10\n", "shutdown_grace", "a duration"),
+        ("max_body_bytes: 100\n", "max_body_bytes", "bytes >= 1024"),
         ("routes: [{match: {x: y}}]\n", "routes[0]", "'channels' is a required property"),
         ("channels: {a: {url: '${NOPE_NOT_SET}'}}\n", "channels.a.url", "NOPE_NOT_SET to be set"),
         (

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import sqlite3
+import zlib
 
 from rcv_helpers import AUTH, TOKEN, base_config, one_alert, payload, wait_for
 
@@ -251,3 +253,46 @@ async def test_chunked_body_over_the_limit_is_413(receiver, sink):
 
     r = await client.post("/alerts", data=small(), headers=AUTH)
     assert r.status == 200, await r.text()
+
+
+async def test_content_encoding_decoded_or_refused_with_the_reason(receiver, sink):
+    """gzip and deflate (zlib or raw) are decoded; a corrupt, truncated or unknown encoding is a
+    400 that says why (it was a 500 with a traceback), counted as reason="encoding"."""
+    client = await receiver(base_config(sink, max_body_bytes=64 * 1024))
+    body = json.dumps(payload("firing")).encode()
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw_deflate = raw.compress(body) + raw.flush()
+    ok = [("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))]
+    ok += [("deflate", raw_deflate), ("identity", body), ("GZip", gzip.compress(body))]
+    for i, (encoding, data) in enumerate(ok):
+        r = await client.post("/alerts", data=data, headers={**AUTH, "Content-Encoding": encoding})
+        assert r.status == 200, (encoding, await r.text())
+        assert (await r.json())["accepted" if i == 0 else "duplicates"] == 2, encoding
+
+    packed = gzip.compress(body)
+    bad = [
+        ("gzip", body, "not valid gzip"),  # not compressed at all
+        ("gzip", packed[:-30], "truncated"),
+        ("gzip", packed[:40] + b"\x00" * 40 + packed[80:], "not valid gzip"),
+        ("gzip", packed + b"trailing junk", "data after the end"),
+        ("deflate", b"\x78\x9c" + b"\xff" * 50, "not valid deflate"),
+        ("br", body, "unsupported Content-Encoding 'br'"),
+        ("zstd", body, "unsupported Content-Encoding 'zstd'"),
+        ("gzip, gzip", gzip.compress(packed), "unsupported Content-Encoding"),
+    ]
+    for encoding, data, text in bad:
+        r = await client.post("/alerts", data=data, headers={**AUTH, "Content-Encoding": encoding})
+        assert r.status == 400, (encoding, text)
+        assert text in (await r.json())["error"], (encoding, text)
+
+    # a small body that inflates past the limit: 413, and the inflating stops at the limit
+    bomb = gzip.compress(b" " * (10 * 2**20))
+    assert len(bomb) < 64 * 1024
+    r = await client.post("/alerts", data=bomb, headers={**AUTH, "Content-Encoding": "gzip"})
+    assert r.status == 413
+    assert "larger than 65536 bytes decoded" in (await r.json())["error"]
+    metrics = await (await client.get("/metrics")).text()
+    n = len(bad)
+    assert f'tailpage_receiver_webhooks_rejected_total{{reason="encoding"}} {n}.0' in metrics
+    assert 'tailpage_receiver_webhooks_rejected_total{reason="too_large"} 1.0' in metrics
+    assert len((await (await client.get("/api/v1/alerts", headers=AUTH)).json())["alerts"]) == 2

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
+import json
 import os
 import signal
+import sqlite3
+import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 from alertmanager import BINARY, alertmanager, post_alerts, sample_alerts
 from rcv_helpers import (
     AUTH,
@@ -21,6 +28,9 @@ from rcv_helpers import (
     stop,
     wait_for,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from receiver_big_webhook import big_webhook  # one definition of "a typical alert"
 
 
 @pytest.mark.slow
@@ -111,3 +121,155 @@ async def test_real_alertmanager_to_receiver_to_channels(sink, tmp_path):
     assert len(sink.to("slack")) == 4 and len(sink.to("sms")) == 4
     assert proc.returncode == 0, out
     assert TOKEN not in out and f"127.0.0.1:{sink.port}" not in out
+
+
+class SlowChannel:
+    """A local HTTP stand-in for a slow chat service (apprise json:// posts here): it records
+    when each request arrives and answers 200 only after `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.arrived: list[str] = []
+        self.answered: list[str] = []
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        fp = (await request.json())["message"].rsplit("fingerprint ", 1)[1]
+        self.arrived.append(fp)
+        await asyncio.sleep(self.delay)
+        self.answered.append(fp)
+        return web.Response(text="ok")
+
+    async def __aenter__(self) -> SlowChannel:
+        app = web.Application()
+        app.router.add_post("/slow", self.handle)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await self.runner.setup()
+        self.port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+def outbox_states(db: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        return [r[0] for r in c.execute("SELECT state FROM outbox ORDER BY id")]
+
+
+SIGNALS = {
+    "TERM": [signal.SIGTERM],
+    "INT": [signal.SIGINT],
+    "INT+TERM": [signal.SIGINT, signal.SIGTERM],  # what Ctrl-C in `make run` sends
+    "TERMx3": [signal.SIGTERM] * 3,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signals", "grace", "outcome"),
+    [
+        ("TERM", "10s", "delivered"),
+        ("INT", "10s", "delivered"),
+        ("INT+TERM", "10s", "delivered"),
+        ("TERMx3", "500ms", "outbox"),
+    ],
+)
+async def test_signals_stop_cleanly_and_keep_the_in_flight_notification(
+    tmp_path, signals, grace, outcome
+):
+    """A notification is in flight to a slow channel when the signals arrive: exit status 0, no
+    traceback, and the notification was either delivered (the grace covers the channel's delay)
+    or is still in the outbox and goes out after the restart (the grace is shorter)."""
+    db = tmp_path / "r.db"
+    async with SlowChannel(delay=1.5) as channel:
+        cfg = {
+            "store": f"sqlite:///{db}",
+            "auth": {"bearer_token": TOKEN},
+            "channels": {"slack": {"url": f"json://127.0.0.1:{channel.port}/slow"}},
+            "routes": [{"channels": ["slack"]}],
+            "delivery": {"poll_interval": "50ms", "timeout": "30s"},
+            "shutdown_grace": grace,
+        }
+        cfg_path = tmp_path / "receiver.yml"
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        port, log = free_port(), tmp_path / "run.log"
+        proc = start(cfg_path, port, tmp_path, log)
+        try:
+            await ready(port, proc, log=log)
+            url = f"http://127.0.0.1:{port}/alerts"
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(url, json=one_alert("fly1"), headers=AUTH) as r,
+            ):
+                assert r.status == 200
+            await wait_for(lambda: channel.arrived == ["fly1"], what="the send to start")
+            for sig in SIGNALS[signals]:
+                proc.send_signal(sig)
+                await asyncio.sleep(0.05)
+            rc = await asyncio.to_thread(proc.wait, 30)
+        finally:
+            stop(proc)
+        out = log.read_text()
+        assert rc == 0, out
+        assert "Traceback" not in out, out
+        assert "stopping" in out and "stopped" in out
+        if outcome == "delivered":
+            assert channel.answered == ["fly1"]
+            assert outbox_states(db) == ["sent"]
+            return
+        assert outbox_states(db) == ["sending"], out  # claimed, not finished: kept
+        assert "stay in the outbox" in out
+        channel.delay = 0
+        proc = start(cfg_path, port, tmp_path, log)
+        try:
+            await ready(port, proc, log=log)
+            await wait_for(lambda: outbox_states(db) == ["sent"], what="delivery after restart")
+        finally:
+            assert stop(proc) == 0
+        assert channel.arrived.count("fly1") >= 2  # sent again: at least once, never lost
+
+
+@pytest.mark.slow
+async def test_a_10000_alert_group_is_accepted_whole_with_the_default_config(tmp_path):
+    """Issue 14: one Alertmanager group of 10,000 alerts (~11 MB, `group_by: [alertname]`) is
+    one webhook; a 413 would never be retried and nobody would be paged. Embedded defaults (no
+    --config): accepted in one request and stored whole; past the limit it is still a 413 with
+    the reason, also when a small gzip body inflates past it."""
+    body = json.dumps(big_webhook(10_000)).encode()
+    assert 10 * 2**20 < len(body) < 64 * 2**20
+    port, log = free_port(), tmp_path / "run.log"
+    proc = start(None, port, tmp_path, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await ready(port, proc, log=log)
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with aiohttp.ClientSession(timeout=timeout) as s:
+            headers = {"Content-Type": "application/json"}
+            async with s.post(f"{base}/alerts", data=body, headers=headers) as r:
+                assert r.status == 200, await r.text()
+                assert await r.json() == {"accepted": 10_000, "duplicates": 0}
+            async with s.get(f"{base}/api/v1/alerts") as r:
+                stored = (await r.json())["alerts"]
+            assert len(stored) == 10_000
+            assert {a["fingerprint"] for a in stored} == {
+                a["fingerprint"] for a in json.loads(body)["alerts"]
+            }
+
+            over = b"[" + b" " * (64 * 2**20) + b"]"  # one byte past 64 MiB: only the size is wrong
+            async with s.post(f"{base}/alerts", data=over, headers=headers) as r:
+                assert r.status == 413
+                assert "larger than 67108864 bytes" in (await r.json())["error"]
+            bomb = gzip.compress(b" " * (65 * 2**20))  # ~65 KB that inflates to 65 MiB
+            gz = {**headers, "Content-Encoding": "gzip"}
+            async with s.post(f"{base}/alerts", data=bomb, headers=gz) as r:
+                assert r.status == 413
+                assert "larger than 67108864 bytes decoded" in (await r.json())["error"]
+            async with s.get(f"{base}/metrics") as r:
+                metrics = await r.text()
+        assert 'tailpage_receiver_webhooks_rejected_total{reason="too_large"} 2.0' in metrics
+    finally:
+        assert stop(proc) == 0

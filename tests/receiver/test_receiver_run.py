@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -193,3 +197,124 @@ def test_cli_errors_exit_2_with_the_reason(tmp_path):
     out = run("check-config", str(cfg))
     assert out.returncode == 0 and "default severity policy" in out.stdout
     assert not (tmp_path / "var").exists()  # only `run` creates the store
+
+
+def _run_local(tmp_path: Path) -> tuple[subprocess.Popen, int, int, Path]:
+    """scripts/run-local (what `make run` starts) in a copy of the repository layout under
+    tmp_path (its logs/ and var/ go there), on free ports, in its own process group like a
+    terminal's foreground job. Returns once both processes answer."""
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "scripts").mkdir()
+    shutil.copy2(root / "scripts" / "run-local", tmp_path / "scripts" / "run-local")
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    rport, eport = free_port(), free_port()
+    env = {
+        **os.environ,
+        "TAILPAGE_RECEIVER_LISTEN": f"127.0.0.1:{rport}",
+        "TAILPAGE_EXPORTER_LISTEN": f"127.0.0.1:{eport}",
+    }
+    log = tmp_path / "run-local.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(tmp_path / "scripts" / "run-local")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    for port in (rport, eport):
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"run-local did not start: {log.read_text()}") from None
+                time.sleep(0.1)
+    return proc, rport, eport, log
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c", "ctrl-c twice", "sigterm"])
+def test_make_run_stops_quietly_with_status_0(tmp_path, how):
+    """Ctrl-C is SIGINT to the whole foreground process group (the script and both processes),
+    then the script's own SIGTERM to both: everything ends, status 0, no traceback."""
+    proc, _, _, log = _run_local(tmp_path)
+    children = _children(proc.pid)
+    assert len(children) == 2
+    try:
+        if how.startswith("ctrl-c"):
+            os.killpg(proc.pid, signal.SIGINT)
+            if how == "ctrl-c twice":
+                time.sleep(0.05)
+                os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = log.read_text()
+    assert rc == 0, out
+    assert "Traceback" not in out and "exited" not in out, out
+    assert "tailpage.receiver: stopped" in out
+    for pid in children:  # both processes are gone, not left behind
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
+
+
+@pytest.mark.slow
+def test_make_run_stops_the_other_process_when_one_dies(tmp_path):
+    proc, rport, _, log = _run_local(tmp_path)
+    try:
+        receiver = next(
+            p for p in _children(proc.pid) if f"{rport}" in Path(f"/proc/{p}/cmdline").read_text()
+        )
+        os.kill(receiver, signal.SIGKILL)
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = log.read_text()
+    assert rc == 1, out
+    assert "the receiver exited on its own with status 137; stopped the other" in out
+    assert "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_a_signal_during_startup_exits_0_without_a_traceback(tmp_path):
+    """Half a second in, the process is still importing apprise and aiohttp (~0.7 s): a SIGTERM
+    and a SIGINT then end it with 0, not with 143 or a KeyboardInterrupt traceback."""
+    log = tmp_path / "run.log"
+    proc = start(None, free_port(), tmp_path, log)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0, log.read_text()
+    out = log.read_text()
+    assert "Traceback" not in out and "stop" in out, out
+
+
+def test_a_taken_port_exits_1_with_the_reason(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [str(EXE), "run", "--listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
+    assert out.returncode == 1, out.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out.stderr
+    assert "Traceback" not in out.stderr
