@@ -28,6 +28,7 @@ _CACHE_MAX = 16384  # per-value caches (messages, fingerprints, error types) cle
 # an error record decided, to count: (level, decision, component, error type, fingerprint,
 # raw trace id, normalised message)
 Planned = tuple[str, Decision, str, str, str, Any, str]
+DEEP = "<nested too deep>"  # the text of a message too deeply nested to encode back to JSON
 
 
 def _text(v: Any) -> str:
@@ -35,7 +36,12 @@ def _text(v: Any) -> str:
         return ""
     if isinstance(v, str):
         return v
-    return msgspec.json.encode(v).decode() if isinstance(v, dict | list) else str(v)
+    if not isinstance(v, dict | list):
+        return str(v)
+    try:
+        return msgspec.json.encode(v).decode()
+    except RecursionError:  # nested just under the decoder's limit: decoded, too deep to encode
+        return DEEP
 
 
 class ErrorClassifier:
