@@ -362,7 +362,9 @@ def test_live_run_with_hostile_file_names_and_types(tmp_path: Path) -> None:
                    "tail:\n  poll_interval: 100ms\n  rescan_interval: 500ms\n")
     good = b"\n".join(good_line(g, "json") for g in GOOD) + b"\n"
     raw = os.fsencode(logs)
-    regular = [b"\xff\xfe not utf-8.log", b'new\nline"quote.log', b"ok.log"]
+    # two names alike but for their bytes that are not UTF-8: two series, not one
+    regular = [b"\xff\xfe not utf-8.log", b"\xfe\xff not utf-8.log", b'new\nline"quote.log',
+               b"ok.log"]
     for name in regular:
         Path(os.fsdecode(os.path.join(raw, name))).write_bytes(good)
     os.mkfifo(logs / "fifo.log")
@@ -383,5 +385,10 @@ def test_live_run_with_hostile_file_names_and_types(tmp_path: Path) -> None:
             return good_counts(samples(text)) == want
         e.until(counted, f"good lines counted: {want}")
         assert e.get("/metrics", {"Accept": "application/openmetrics-text"})[0] == 200
+        read = by_name(samples(e.get("/metrics")[1]), "tailpage_exporter_lines_read_total",
+                       "path")
+        assert read == {f"{logs}/\\xff\\xfe not utf-8.log": len(GOOD),
+                        f"{logs}/\\xfe\\xff not utf-8.log": len(GOOD),
+                        f'{logs}/new\nline"quote.log': len(GOOD), f"{logs}/ok.log": 2 * len(GOOD)}
     finally:
         e.kill()
