@@ -28,7 +28,6 @@ _CACHE_MAX = 16384  # per-value caches (messages, fingerprints, error types) cle
 # an error record decided, to count: (level, decision, component, error type, fingerprint,
 # raw trace id, normalised message)
 Planned = tuple[str, Decision, str, str, str, Any, str]
-DEEP = "<nested too deep>"  # the text of a message too deeply nested to encode back to JSON
 
 
 def _text(v: Any) -> str:
@@ -41,7 +40,7 @@ def _text(v: Any) -> str:
     try:
         return msgspec.json.encode(v).decode()
     except RecursionError:  # nested just under the decoder's limit: decoded, too deep to encode
-        return DEEP
+        return "<nested too deep>"
 
 
 class ErrorClassifier:
