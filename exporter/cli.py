@@ -5,19 +5,25 @@ Exit codes: 0 ok, 1 runtime failure (e.g. an unreadable log file), 2 bad config 
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from exporter import config as config_mod
-from exporter.expose import render
+if TYPE_CHECKING:
+    import argparse
+
+    from exporter import config as config_mod
+
+# Imports are made where they are needed: `run` installs its signal handlers first (main), and
+# until then a SIGTERM would end the process with Python's default (status 143).
 
 CHUNK = 1 << 20  # oneshot reads 1 MiB at a time: few syscalls, bounded memory
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
+    from exporter import config as config_mod
+
     # choices and defaults shown in --help come from the schema, the one place they are declared
     keys = config_mod.schema()["properties"]
     formats = config_mod.schema()["$defs"]["format"]["enum"]
@@ -54,11 +60,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)  # usage errors exit 2 (argparse)
-    if args.command == "run":
-        from exporter import run  # the live part loads aiohttp etc. only when needed
+    argv = sys.argv[1:] if argv is None else argv
+    signals = None
+    if argv[:1] == ["run"]:  # the sidecar: SIGTERM/SIGINT/SIGHUP handled from here on
+        from exporter.signals import Signals
 
-        return run.main(args)
+        signals = Signals()
+    args = _parser().parse_args(argv)  # usage errors exit 2 (argparse)
+    from exporter import config as config_mod
+
+    if args.command == "run":
+        from exporter import run  # the live part: the server, the tailer, asyncio
+
+        return run.main(args, signals)
     try:
         if args.command == "check-config":
             config_mod.load(args.file)
@@ -74,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def oneshot(cfg: config_mod.Config, files: list[str], openmetrics: bool = False) -> int:
+    import os
+
+    from exporter.expose import render
     from exporter.pipeline import Pipeline
 
     pipe = Pipeline(cfg)
@@ -126,6 +143,8 @@ class _Progress:
 
 def explain(cfg: config_mod.Config, line: str | None, as_json: bool,
             fmt: str | None = None) -> int:
+    import json
+
     from exporter.pipeline import Pipeline
 
     pipe = Pipeline(cfg)
@@ -140,6 +159,8 @@ def explain(cfg: config_mod.Config, line: str | None, as_json: bool,
 
 
 def _human(out: dict[str, Any]) -> str:
+    import json
+
     rows = []
     for key, value in out.items():
         if isinstance(value, dict):

@@ -35,7 +35,12 @@ def _text(v: Any) -> str:
         return ""
     if isinstance(v, str):
         return v
-    return msgspec.json.encode(v).decode() if isinstance(v, dict | list) else str(v)
+    if not isinstance(v, dict | list):
+        return str(v)
+    try:
+        return msgspec.json.encode(v).decode()
+    except RecursionError:  # nested just under the decoder's limit: decoded, too deep to encode
+        return "<nested too deep>"
 
 
 class ErrorClassifier:

@@ -72,7 +72,7 @@ class LineCollector:
         yield _counter("tailpage_errors_by_fingerprint", "Errors by fingerprint.",
                        ("fingerprint", "component", "error_type"), a.by_fingerprint.values)
         yield _counter("tailpage_error_fingerprints_new",
-                       "First sighting of an error fingerprint (bounded memory: see README).",
+                       "First sighting of an error fingerprint (see limits.fingerprint_memory).",
                        ("severity", "category", "component"), a.fingerprints_new.values)
         yield _histogram("tailpage_request_duration_seconds",
                          "Durations from the first duration field present.", ("component",),

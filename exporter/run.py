@@ -4,10 +4,11 @@ Loads the config, builds the pipeline, serves /metrics and follows the log files
 SIGINT (stop reading, write the checkpoint, close, exit 0). SIGHUP reloads the config: followed
 files, offsets and counters are kept; globs, intervals and classification rules are swapped in.
 
-Signals are handled from the first line of `main` to the exit, never handed back to Python's
-defaults, so any number of SIGINT/SIGTERM in a row (Ctrl-C, then the process manager's SIGTERM)
-still end in one clean stop: exit status 0, the final checkpoint written, no traceback. The
-pipeline, server and tailer are imported after that (they are most of the start-up time).
+Signals are handled from the first line of `cli.main` (exporter/signals.py) to the exit, never
+handed back to Python's defaults, so any number of SIGINT/SIGTERM in a row (Ctrl-C, then the
+process manager's SIGTERM), from the first moments on, still end in one clean stop: exit status
+0, the final checkpoint written, no traceback. The pipeline,
+server and tailer are imported after that (they are most of the start-up time).
 """
 
 from __future__ import annotations
@@ -18,19 +19,17 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from exporter import config as config_mod
+from exporter.signals import STOP_SIGNALS, Signals
 
 if TYPE_CHECKING:
     from exporter.tail import Input, Settings
 
 log = logging.getLogger("exporter.run")
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -77,61 +76,9 @@ def give_back_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
 
 
-class Signals:
-    """SIGTERM, SIGINT and SIGHUP as callbacks on the event loop, from `main`'s first line on.
-
-    Before the loop runs (and after it ended) a stop signal is only remembered; `attach` hands the
-    loop the ones received so far. The C-level handler also writes each signal to a socket the loop
-    watches (`signal.set_wakeup_fd`), so the loop wakes even when another thread took the signal.
-    """
-
-    def __init__(self) -> None:
-        self.early: list[str] = []  # stop signals received while no loop listens
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.callbacks: dict[int, Callable[[], None]] = {}
-        self._pair: tuple[socket.socket, socket.socket] | None = None
-        for sig in (*STOP_SIGNALS, signal.SIGHUP):
-            signal.signal(sig, self._handler)
-
-    def _handler(self, signum: int, frame: object) -> None:
-        loop, callback = self.loop, self.callbacks.get(signum)
-        if loop is not None and callback is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to do
-                loop.call_soon_threadsafe(callback)
-                return
-        if signum in STOP_SIGNALS:
-            self.early.append(signal.Signals(signum).name)
-
-    def attach(self, loop: asyncio.AbstractEventLoop, on_stop: Callable[[str], None],
-               on_hup: Callable[[], None]) -> None:
-        rsock, wsock = self._pair = socket.socketpair()
-        for s in self._pair:
-            s.setblocking(False)
-        signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
-
-        def drain() -> None:  # woken: the Python-level handler runs right after this
-            with contextlib.suppress(OSError):
-                rsock.recv(4096)
-
-        loop.add_reader(rsock.fileno(), drain)
-        self.callbacks = {signal.SIGTERM: lambda: on_stop("SIGTERM"),
-                          signal.SIGINT: lambda: on_stop("SIGINT"), signal.SIGHUP: on_hup}
-        self.loop = loop
-        for name in self.early:
-            loop.call_soon(on_stop, name)
-
-    def detach(self) -> None:
-        """Back to remembering only (the handlers stay ours until the process exits)."""
-        if self.loop is not None and self._pair is not None:
-            signal.set_wakeup_fd(-1)
-            self.loop.remove_reader(self._pair[0].fileno())
-            for s in self._pair:
-                s.close()
-        self.loop, self._pair, self.callbacks = None, None, {}
-
-
-def main(args: argparse.Namespace) -> int:
-    signals = Signals()
+def main(args: argparse.Namespace, signals: Signals | None = None) -> int:
+    """`signals`: installed by cli.main before anything else (made here when not)."""
+    signals = signals or Signals()
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")

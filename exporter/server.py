@@ -59,6 +59,13 @@ PER_PATH_COUNTERS = (
 )
 
 
+def path_label(path: str) -> str:
+    """A path as a label value: a file name that is not UTF-8 (held as surrogates, which no
+    exposition can encode) with its bad bytes as `\\xff`; "replace" would give two such names
+    one series."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class SelfCollector(Collector):
     def __init__(self, state: State) -> None:
         self.state = state
@@ -69,12 +76,12 @@ class SelfCollector(Collector):
         for name, doc, attr in PER_PATH_COUNTERS:
             fam = CounterMetricFamily(name, doc, labels=["path"])
             for path, s in stats:
-                fam.add_metric([path], getattr(s, attr))
+                fam.add_metric([path_label(path)], getattr(s, attr))
             yield fam
         lag = GaugeMetricFamily("tailpage_exporter_lag_bytes",
                                 "File size minus read offset per followed file.", labels=["path"])
         for path, n in sorted(t.lag().items()):
-            lag.add_metric([path], n)
+            lag.add_metric([path_label(path)], n)
         watched = GaugeMetricFamily("tailpage_exporter_files_watched",
                                     "Files currently followed (including rotated ones draining).",
                                     value=len(t.files))

@@ -33,6 +33,7 @@ from exporter.presets import detect
 log = logging.getLogger("exporter.source")
 _DETECT_LINES = 200  # how many lines of a file's first chunk may be tried to detect its format
 _HEAD_BYTES = 256 * 1024  # format and preset detection look at most this much of a chunk
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark (PowerShell, .NET): skipped at a file's start
 
 
 class Reporter:
@@ -117,18 +118,35 @@ class Source:
         self._fast: Extractor | None = None
         self._narrow: Extractor | None = None
         self._slow: Extractor | None = None
+        # the file's first bytes, held until they are known not to be a BOM's first bytes
+        # (a BOM is an encoding mark, not content: left, it hides the first line's format)
+        self.head: bytes | None = b"" if offset == 0 else None
 
     @property
     def pending(self) -> int:
-        return len(self.buf) + self.skipping + self.joiner.pending
+        return len(self.buf) + self.skipping + self.joiner.pending + len(self.head or b"")
 
     def feed(self, data: bytes) -> None:
         if not data:
             return
-        self._refresh()
-        maxlen = self.route.max_line
         at = self.offset  # of data[0] in the file
         self.offset += len(data)
+        if self.head is not None:
+            data, at = self.head + data, at - len(self.head)
+            if BOM.startswith(data) and len(data) < len(BOM):
+                self.head = data
+                return
+            self.head = None
+            if data.startswith(BOM):
+                data, at = data[len(BOM):], at + len(BOM)
+        self._feed(data, at)
+
+    def _feed(self, data: bytes, at: int) -> None:
+        """data, of which data[0] is at byte `at` of the file."""
+        if not data:
+            return
+        self._refresh()
+        maxlen = self.route.max_line
         if self.skipping:
             i = data.find(b"\n")
             if i < 0:
@@ -164,6 +182,8 @@ class Source:
 
     def flush(self) -> None:
         """Held-back bytes are complete lines (EOF in oneshot, flush timeout live)."""
+        if self.head:  # a file of only the first bytes of a BOM: a line of its own
+            self.buf, self.head = self.head, None
         self._refresh()
         self.skipping = 0
         if self.buf:

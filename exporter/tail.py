@@ -61,7 +61,7 @@ class Source(Protocol):
 
 
 class Opener(Protocol):
-    def open(self, path: str) -> Source: ...
+    def open(self, path: str, offset: int = 0) -> Source: ...
 
 
 # No defaults here: the config schema declares them (run.load fills these from the config).
@@ -241,7 +241,7 @@ class Tailer:
                 detached: bool = False) -> Followed:
         now = self.clock()
         f = Followed(path=path, fd=fd, dev=st.st_dev, ino=st.st_ino,
-                     source=self.pipeline.open(path), offset=offset, size=st.st_size,
+                     source=self.pipeline.open(path, offset), offset=offset, size=st.st_size,
                      last_growth=now, detached_at=now if detached else None,
                      fp=fingerprint_fd(fd))
         self.files[(f.dev, f.ino)] = f

@@ -45,7 +45,7 @@ class RecordingPipeline:
     def __init__(self) -> None:
         self.lines: list[tuple[str, bytes]] = []
 
-    def open(self, path: str) -> Recorder:
+    def open(self, path: str, offset: int = 0) -> Recorder:
         return Recorder(path, self.lines)
 
     def texts(self) -> list[bytes]:

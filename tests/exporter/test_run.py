@@ -637,3 +637,34 @@ def test_a_storm_of_stop_signals_until_exit_still_exits_0(exporter):
         sent += 1
         time.sleep(0.001)
     assert_clean_exit(exporter, proc.wait(15), app)
+
+
+def test_sigterm_during_start_up_exits_0(tmp_path):
+    """A SIGTERM in the first moments (a pod deleted as it starts): `cli.main` installs the
+    handlers before it parses the command line or imports the rest, so it is one clean stop.
+    Sent from 0.05 s to 0.3 s after the start, but never before twice a bare interpreter's start
+    measured just before (until then no Python code runs and the kernel's default applies)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text(line(0))
+    cfg = tmp_path / "exporter.yaml"
+    cfg.write_text(config_text(tmp_path, logs, "300ms"))
+    for delay in (0.05, 0.1, 0.15, 0.2, 0.3):
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        bare = time.monotonic() - t0
+        err = tmp_path / f"exporter-{delay}.err"
+        with open(err, "wb") as fh:
+            proc = subprocess.Popen([EXE, "run", "--config", str(cfg), "--listen", "127.0.0.1:0"],
+                                    stdout=fh, stderr=fh, start_new_session=True)
+        try:
+            time.sleep(max(delay, 2 * bare))
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(15)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        text = err.read_text()
+        assert code == 0, f"SIGTERM at {delay}s: exit {code}\n{text}"
+        assert "Traceback" not in text, text
