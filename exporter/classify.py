@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.config import parse_duration
+from exporter.fingerprint import digit_key
 
 _UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 _GO_DUR = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
@@ -51,12 +52,21 @@ _GO_FRAME = re.compile(r"\s+\S+\.go:\d+")  # a Go stack (zap's `stacktrace`) nam
 
 def type_from_stack(stack: str) -> str | None:
     """Error type from a stack trace: Python prints the exception last, Java/.NET/Node first."""
-    lines = [ln for ln in stack.strip().splitlines() if ln.strip()]
-    if not lines:
+    s = stack.strip()
+    if not s:
         return None
-    candidate = lines[-1] if lines[0].startswith("Traceback") else lines[0]
-    if len(lines) > 1 and _GO_FRAME.match(lines[1]):
-        return None
+    # Only the first, second and last non-blank lines matter. After strip() the first and last
+    # lines are not blank (every line separator is whitespace), so no list of blank-filtered
+    # lines is built: a Python traceback is read at its ends.
+    lines = s.splitlines()
+    first = lines[0]
+    candidate = lines[-1] if first.startswith("Traceback") else first
+    if len(lines) > 1:
+        second = lines[1]
+        if not second.strip():
+            second = next(ln for ln in lines[2:] if ln.strip())
+        if _GO_FRAME.match(second):
+            return None
     m = _EXC.match(candidate)
     if m is None:
         return None
@@ -159,6 +169,61 @@ def digit_blind(pattern: str) -> bool:
         return False
 
 
+def digit_uniform(pattern: str) -> bool:
+    """The regex (case-insensitive) treats the digits 1-9 alike: no literal 1-9, no class that
+    holds some of them but not all, no back reference; so whether it finds a match in a text does
+    not change when its digits 2-9 become 1 (fingerprint.digit_key). Anything unrecognised
+    counts as not uniform."""
+    try:
+        from re import _parser
+
+        return _uniform(_parser.parse(pattern, re.IGNORECASE))
+    except Exception:
+        return False
+
+
+def _one_to_nine(lo: int, hi: int) -> bool:
+    """The range lo..hi holds all of the digits 1-9 or none of them."""
+    return hi < 0x31 or lo > 0x39 or (lo <= 0x31 and hi >= 0x39)
+
+
+def _uniform(items: Any) -> bool:
+    for op, av in items:
+        name = str(op)
+        if name in ("LITERAL", "NOT_LITERAL"):
+            if 0x31 <= av <= 0x39:
+                return False
+        elif name == "IN":
+            for iop, iav in av:
+                iname = str(iop)
+                if iname == "LITERAL" and 0x31 <= iav <= 0x39:
+                    return False
+                if iname in ("RANGE", "RANGE_UNI_IGNORE") and not _one_to_nine(*iav):
+                    return False
+                if iname not in ("LITERAL", "RANGE", "RANGE_UNI_IGNORE", "CATEGORY", "NEGATE"):
+                    return False
+        elif name in ("AT", "ANY"):
+            pass
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            if not _uniform(av[2]):
+                return False
+        elif name == "SUBPATTERN":
+            if not _uniform(av[3]):
+                return False
+        elif name in ("ASSERT", "ASSERT_NOT"):
+            if not _uniform(av[1]):
+                return False
+        elif name == "ATOMIC_GROUP":
+            if not _uniform(av):
+                return False
+        elif name == "BRANCH":
+            if not all(_uniform(alt) for alt in av[1]):
+                return False
+        else:  # back references, conditionals, the unknown
+            return False
+    return True
+
+
 def _blind(items: Any) -> bool:
     for op, av in items:
         name = str(op)
@@ -238,9 +303,15 @@ class Rules:
         self._kinds[0] = (free, [(bit, rx) for bit, rx in searched
                                  if (bit, rx) not in self._blind])
         self._blind_cache: dict[str, int] = {}
+        # when every message regex treats the digits 1-9 alike, messages that differ only in
+        # them ("order 4812", "order 1931") share one mask, found under fingerprint.digit_key
+        self._keyed: dict[bytes, int] = {}
+        self._use_key = all(digit_uniform(rx.pattern) for _, rx in self._kinds[0][1])
         self._decisions: dict[tuple[int, bool], Decision] = {}
 
     def _mask(self, kind: int, value: str) -> int:
+        if kind == 0 and self._use_key:
+            return self._keyed_mask(value)
         cache = self._caches[kind]
         m = cache.get(value)
         if m is None:
@@ -253,6 +324,22 @@ class Rules:
             if len(cache) >= CACHE_MAX:
                 cache.clear()
             cache[value] = m
+        return m
+
+    def _keyed_mask(self, text: str) -> int:
+        cache = self._keyed
+        key = digit_key(text)
+        m = cache.get(key)
+        if m is None:
+            m, searched = self._kinds[0]
+            for bit, rx in searched:
+                if rx.search(text):
+                    m |= bit
+            if self._blind:
+                m |= self._blind_mask(_DIGIT_RUN.sub("0", text))
+            if len(cache) >= CACHE_MAX:
+                cache.clear()
+            cache[key] = m
         return m
 
     def _blind_mask(self, collapsed: str) -> int:

@@ -1,0 +1,163 @@
+"""The error path's caches never change a result: normalised texts and rule masks cached under a
+message's digit key (digits 2-9 as 1) equal what the uncached code computes, for any text, and a
+varied error corpus gives identical metrics with caches cold, warm and switched off."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+from exporter_helpers import samples
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter import classify, config, fingerprint
+from exporter.classify import digit_uniform, type_from_stack
+from exporter.expose import render
+from exporter.fingerprint import digit_key, normalize, normalize_uncached
+from exporter.pipeline import Pipeline
+
+_TO_ONE = str.maketrans("23456789", "11111111")
+
+# what ids, addresses, tokens and stacks are made of, digits and hex letters often
+_ALPHABET = st.sampled_from(
+    [*"0123456789abcdefxyzABCDEFXYZ_-.:@/'\"` \n\t,;|=+()[]",
+     "0x", "://", "http", "٣", "٩", "é", "\r", "\x0b", "\x1c", "\u2028", "Traceback", "    at "])
+TEXT = st.lists(_ALPHABET, max_size=60).map("".join)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(TEXT)
+def test_normalize_is_blind_to_which_digit_1_to_9(text: str) -> None:
+    assert normalize_uncached(text) == normalize_uncached(text.translate(_TO_ONE))
+    assert normalize(text) == normalize_uncached(text)
+
+
+def test_digit_key_is_the_mapping_and_keeps_zero() -> None:
+    assert digit_key("order 4812 at 0x9f") == b"order 1111 at 0x1f"
+    assert digit_key("a٣b") == "a٣b".encode()  # only ASCII digits are mapped
+    assert normalize("span 0x7f3a99") == "span <hex>"
+    # "7x" is no hex prefix: not the "0x" result cached just before
+    assert normalize("span 7x7f3a99") == normalize_uncached("span 7x7f3a99") != "span <hex>"
+
+
+@pytest.mark.parametrize("pattern", [r"\d+ failed", r"[0-9]", r"[^0-9]x", r"[a-z]+\b", "0x",
+                                     r"timeout after \d{1,3}ms", r"(?=\w)\W?", "."])
+def test_digit_uniform_accepts(pattern: str) -> None:
+    assert digit_uniform(pattern)
+
+
+@pytest.mark.parametrize("pattern", ["7", r"[1-5]", r"[^3]", r"(\d)\1", r"[0-3a]",
+                                     "(?P<a>x)(?(a)1)", "(unclosed"])
+def test_digit_uniform_rejects(pattern: str) -> None:
+    assert not digit_uniform(pattern)
+
+
+RULE_PATTERNS = [r["when"]["message"] for r in config.load()["rules"] if "message" in r["when"]]
+
+
+@settings(max_examples=400, deadline=None)
+@given(TEXT, st.sampled_from([*RULE_PATTERNS, r"error \d+", r"\d\d\d", r"[0-9]{4}", "0x\\w+"]))
+def test_a_uniform_regex_finds_the_same_in_the_digit_mapped_text(text: str, pattern: str) -> None:
+    assert digit_uniform(pattern)
+    rx = re.compile(pattern, re.IGNORECASE)
+    assert bool(rx.search(text)) == bool(rx.search(text.translate(_TO_ONE)))
+
+
+def _type_from_stack_reference(stack: str) -> str | None:
+    """The implementation before it stopped building the list of non-blank lines."""
+    lines = [ln for ln in stack.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    candidate = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    if len(lines) > 1 and classify._GO_FRAME.match(lines[1]):
+        return None
+    m = classify._EXC.match(candidate)
+    if m is None:
+        return None
+    name = m.group(1).rsplit(".", 1)[-1]
+    if name in ("at", "File", "Traceback") or len(name) < 2:
+        return None
+    return name
+
+
+STACK_LINE = st.sampled_from(["Traceback (most recent call last):", '  File "a.py", line 3',
+                              "ValueError: bad 3", "java.lang.IllegalStateException: x",
+                              "    at f (a.js:1:2)", "\tmain.go:42 +0x1d", "  ", "", "Error",
+                              "Caused by: x.Y: z", "SocketException (111): refused", "at"])
+SEP = st.sampled_from(["\n", "\r\n", "\r", "\x0b", "\x1c", "\u2028", "\n\n", " \n"])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.tuples(STACK_LINE, SEP), max_size=8), st.sampled_from(["", " ", "\n", "\t"]))
+def test_type_from_stack_equals_the_reference(parts: list[tuple[str, str]], pad: str) -> None:
+    stack = pad + "".join(a + b for a, b in parts) + pad
+    assert type_from_stack(stack) == _type_from_stack_reference(stack)
+
+
+# ---- whole pipeline: cold, warm and uncached give the same metrics ------------------------
+
+TYPES = ["DatabaseConnectionError", "TimeoutError", "PaymentDeclined", "KeyError", "Http2Error",
+         "psycopg.errors.UniqueViolation", "RateLimitExceeded", "ValueError"]
+TEMPLATES = ["database connection failed: host db-{n}.internal", "payment processing failed "
+             "for order {n}", "timeout after {n}ms calling sku {h}", "rate limit exceeded for "
+             "client {n}", "unauthorized access from 10.{n}.3.{n}", "key session_{h}{n} missing",
+             "user {n}@example.com denied", "request {u} failed with code {n}",
+             "token {t} rejected", "error ٣{n} in shard {n}", "out of memory at 0x{h}",
+             "connection pool exhausted ({n}/{n})", "value '{n}' invalid", "plain failure"]
+
+
+def _corpus(seed: int, n: int) -> bytes:
+    rnd = random.Random(seed)
+
+    def msg() -> str:
+        return rnd.choice(TEMPLATES).format(
+            n=rnd.choice([rnd.randint(0, 9), rnd.randint(10, 999), rnd.randint(1, 10**9)]),
+            h=f"{rnd.getrandbits(rnd.choice([24, 32, 48])):x}",
+            u=f"{rnd.getrandbits(32):08x}-{rnd.getrandbits(16):04x}-4{rnd.getrandbits(12):03x}-"
+              f"a{rnd.getrandbits(12):03x}-{rnd.getrandbits(48):012x}",
+            t="".join(rnd.choice("abcXYZ0123456789_") for _ in range(24)))
+
+    lines = []
+    for i in range(n):
+        et, m, comp = rnd.choice(TYPES), msg(), rnd.choice(["api", "db", "worker-2"])
+        shape = i % 3
+        if shape == 0:  # flat, string level
+            rec = {"level": rnd.choice(["error", "fatal", "info"]), "component": comp,
+                   "message": m, "error_type": et, "duration_ms": rnd.randint(1, 9000)}
+        elif shape == 1:  # pino, nested err
+            rec = {"level": rnd.choice([50, 60, 30]), "time": i, "pid": 1, "hostname": "h",
+                   "component": comp, "err": {"type": et, "message": m, "stack": f"{et}: {m}\n"
+                                              "    at f (a.js:1:2)"},
+                   "msg": rnd.choice([m, "request errored"])}
+        else:  # python exc_info
+            rec = {"levelname": rnd.choice(["ERROR", "CRITICAL"]), "name": comp, "message": m,
+                   "exc_info": "Traceback (most recent call last):\n  File \"a.py\", line 1, "
+                               f"in f\n    g()\n{et}: {m}"}
+        lines.append(json.dumps(rec, ensure_ascii=False))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _metrics(data: list[bytes]) -> dict:
+    pipe = Pipeline(config.Config(config.validate({}, "<test>")))
+    for i, part in enumerate(data):
+        src = pipe.open(f"app{i}.log")
+        src.feed(part)
+        src.flush()
+    return samples(render(pipe.registry, False).decode())
+
+
+def test_metrics_identical_with_caches_cold_warm_and_off(monkeypatch) -> None:
+    data = [_corpus(seed, 3000) for seed in (1, 2, 3)]
+    fingerprint._cache.clear()
+    cold = _metrics(data)
+    warm = _metrics(data)  # the normalisation cache is the module's: warm from the run before
+    assert len(fingerprint._cache) > 0
+    monkeypatch.setattr(fingerprint, "normalize", fingerprint.normalize_uncached)
+    monkeypatch.setattr(classify, "digit_uniform", lambda _: False)  # no keyed rule masks
+    off = _metrics(data)
+    assert cold == warm == off
+    errors = {k: v for k, v in cold.items() if k[0] == "tailpage_errors_total"}
+    assert len(errors) > 50 and sum(errors.values()) > 5000  # a varied corpus, mostly errors
