@@ -264,6 +264,67 @@ def _blind(items: Any) -> bool:
     return True
 
 
+def required_literals(pattern: str) -> tuple[str, ...] | None:
+    """Lower-case ASCII strings one of which any match of the regex (case-insensitive, as rules
+    compile) contains; None when no such set is found. An ASCII text holding none of them
+    cannot match, which a substring test tells much faster than the regex: a message that
+    misses the caches is searched only by the rules that can match it."""
+    try:
+        from re import _parser
+
+        found = _required(_parser.parse(pattern, re.IGNORECASE))
+    except Exception:
+        return None
+    return tuple(sorted(found)) if found else None
+
+
+def _required(items: Any) -> frozenset[str] | None:
+    """For a sequence: the best of the sets its parts require (a run of ASCII literals, a
+    group, a branch each of whose alternatives requires a set, a repeat at least once)."""
+    candidates: list[frozenset[str]] = []
+    run = ""
+    for op, av in items:
+        name = str(op)
+        if name == "LITERAL" and av < 0x80:
+            run += chr(av).lower()
+            continue
+        if run:
+            candidates.append(frozenset((run,)))
+            run = ""
+        sub: frozenset[str] | None = None
+        if name == "SUBPATTERN":
+            sub = _required(av[3])
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and av[0] >= 1:
+            sub = _required(av[2])
+        elif name == "BRANCH":
+            alts = [_required(alt) for alt in av[1]]
+            if all(alts):
+                sub = frozenset().union(*alts)  # type: ignore[arg-type]
+        if sub:
+            candidates.append(sub)
+    if run:
+        candidates.append(frozenset((run,)))
+    # the set whose shortest string is longest lets the fewest texts through
+    return max(candidates, key=lambda c: min(map(len, c)), default=None)
+
+
+Searched = list[tuple[int, re.Pattern[str], tuple[str, ...] | None]]
+
+
+def _search(searched: Searched, text: str) -> int:
+    """The bits of the regexes that find a match in text; a regex is skipped when the text is
+    ASCII and holds none of its required literals (for ASCII text and ASCII literals,
+    case-insensitive means lower-case on both sides)."""
+    m = 0
+    low = text.lower() if text.isascii() else None
+    for bit, rx, lits in searched:
+        if low is not None and lits is not None and not any(x in low for x in lits):
+            continue
+        if rx.search(text):
+            m |= bit
+    return m
+
+
 class Rules:
     """First match decides severity; category comes from the first matching rule that sets one
     (a rule may set only a category, e.g. network), else the fallback.
@@ -291,22 +352,22 @@ class Rules:
         self._caches: tuple[dict[str, int], ...] = ({}, {}, {})
         # per condition kind (message, error type, component): the rules without such a regex
         # pass regardless; only the rules with one are searched
-        self._kinds: list[tuple[int, list[tuple[int, re.Pattern[str]]]]] = []
+        self._kinds: list[tuple[int, Searched]] = []
         for kind in range(3):
             rxs = [(1 << i, (m.message, m.error_type, m.component)[kind])
                    for i, (_, m, _, _) in enumerate(self.rules)]
             free = sum(bit for bit, rx in rxs if rx is None)
-            self._kinds.append((free, [(bit, rx) for bit, rx in rxs if rx is not None]))
+            self._kinds.append((free, [(bit, rx, required_literals(rx.pattern))
+                                       for bit, rx in rxs if rx is not None]))
         # message regexes blind to digits are searched once per digit-collapsed message
         free, searched = self._kinds[0]
-        self._blind = [(bit, rx) for bit, rx in searched if digit_blind(rx.pattern)]
-        self._kinds[0] = (free, [(bit, rx) for bit, rx in searched
-                                 if (bit, rx) not in self._blind])
+        self._blind = [t for t in searched if digit_blind(t[1].pattern)]
+        self._kinds[0] = (free, [t for t in searched if t not in self._blind])
         self._blind_cache: dict[str, int] = {}
         # when every message regex treats the digits 1-9 alike, messages that differ only in
         # them ("order 4812", "order 1931") share one mask, found under fingerprint.digit_key
         self._keyed: dict[bytes, int] = {}
-        self._use_key = all(digit_uniform(rx.pattern) for _, rx in self._kinds[0][1])
+        self._use_key = all(digit_uniform(rx.pattern) for _, rx, _ in self._kinds[0][1])
         self._decisions: dict[tuple[int, bool], Decision] = {}
 
     def _mask(self, kind: int, value: str) -> int:
@@ -316,9 +377,7 @@ class Rules:
         m = cache.get(value)
         if m is None:
             m, searched = self._kinds[kind]
-            for bit, rx in searched:
-                if rx.search(value):
-                    m |= bit
+            m |= _search(searched, value)
             if kind == 0 and self._blind:
                 m |= self._blind_mask(_DIGIT_RUN.sub("0", value))
             if len(cache) >= CACHE_MAX:
@@ -332,9 +391,7 @@ class Rules:
         m = cache.get(key)
         if m is None:
             m, searched = self._kinds[0]
-            for bit, rx in searched:
-                if rx.search(text):
-                    m |= bit
+            m |= _search(searched, text)
             if self._blind:
                 m |= self._blind_mask(_DIGIT_RUN.sub("0", text))
             if len(cache) >= CACHE_MAX:
@@ -346,10 +403,7 @@ class Rules:
         cache = self._blind_cache
         m = cache.get(collapsed)
         if m is None:
-            m = 0
-            for bit, rx in self._blind:
-                if rx.search(collapsed):
-                    m |= bit
+            m = _search(self._blind, collapsed)
             if len(cache) >= CACHE_MAX:
                 cache.clear()
             cache[collapsed] = m

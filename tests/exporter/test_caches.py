@@ -161,3 +161,25 @@ def test_metrics_identical_with_caches_cold_warm_and_off(monkeypatch) -> None:
     assert cold == warm == off
     errors = {k: v for k, v in cold.items() if k[0] == "tailpage_errors_total"}
     assert len(errors) > 50 and sum(errors.values()) > 5000  # a varied corpus, mostly errors
+
+
+# ---- required literals: a text without any of them cannot match --------------------------
+
+LITERAL_TEXT = st.lists(st.sampled_from(
+    [*"abcdefgiklmnoprstuwxyzABCKOS0159 -_:.'", "payment ", "failed", "connection ", "refused",
+     "OOM", "out of", "memory", "Time", "rate limit", "unauthoriSed", "csrf",
+     "\u017f", "\u212a", "é"]),  # long s and Kelvin sign match s and k case-insensitively
+    max_size=25).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(LITERAL_TEXT, st.sampled_from([*RULE_PATTERNS, r"a(b|c)+d", r"(?:x|yz)\w+q", r"ab?c",
+                                      r"(?-i:Payment) x", r"s[a-c]{2,}k", r"\bK\b"]))
+def test_a_text_without_the_required_literals_does_not_match(text: str, pattern: str) -> None:
+    lits = classify.required_literals(pattern)
+    assert lits is not None
+    rx = re.compile(pattern, re.IGNORECASE)
+    skipped = text.isascii() and not any(x in text.lower() for x in lits)
+    if skipped:
+        assert not rx.search(text)
+    assert classify._search([(1, rx, lits)], text) == (1 if rx.search(text) else 0)
