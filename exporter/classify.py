@@ -311,18 +311,37 @@ def _required(items: Any) -> frozenset[str] | None:
 Searched = list[tuple[int, re.Pattern[str], tuple[str, ...] | None]]
 
 
-def _search(searched: Searched, text: str) -> int:
-    """The bits of the regexes that find a match in text; a regex is skipped when the text is
-    ASCII and holds none of its required literals (for ASCII text and ASCII literals,
-    case-insensitive means lower-case on both sides)."""
-    m = 0
-    low = text.lower() if text.isascii() else None
-    for bit, rx, lits in searched:
-        if low is not None and lits is not None and not any(x in low for x in lits):
-            continue
-        if rx.search(text):
-            m |= bit
-    return m
+class Searcher:
+    """Searches a text with a list of (bit, regex, required literals): the bits of those that
+    find a match. In an ASCII text only the regexes one of whose required literals occurs are
+    run (for ASCII text and ASCII literals, case-insensitive means lower-case on both sides);
+    each distinct literal is looked for once, whichever regexes require it."""
+
+    def __init__(self, searched: Searched) -> None:
+        self.regexes = [(bit, rx) for bit, rx, _ in searched]
+        self.unfiltered = sum(bit for bit, _, lits in searched if lits is None)
+        by_lit: dict[str, int] = {}
+        for bit, _, lits in searched:
+            for x in lits or ():
+                by_lit[x] = by_lit.get(x, 0) | bit
+        self.literals = tuple(by_lit.items())
+
+    def __call__(self, text: str) -> int:
+        if text.isascii():
+            low = text.lower()
+            could = self.unfiltered
+            for x, bits in self.literals:
+                if x in low:
+                    could |= bits
+            if not could:
+                return 0
+        else:
+            could = -1
+        m = 0
+        for bit, rx in self.regexes:
+            if could & bit and rx.search(text):
+                m |= bit
+        return m
 
 
 class Rules:
@@ -361,8 +380,10 @@ class Rules:
                                        for bit, rx in rxs if rx is not None]))
         # message regexes blind to digits are searched once per digit-collapsed message
         free, searched = self._kinds[0]
-        self._blind = [t for t in searched if digit_blind(t[1].pattern)]
-        self._kinds[0] = (free, [t for t in searched if t not in self._blind])
+        blind = [t for t in searched if digit_blind(t[1].pattern)]
+        self._kinds[0] = (free, [t for t in searched if t not in blind])
+        self._blind = Searcher(blind) if blind else None
+        self._searchers = [Searcher(k[1]) for k in self._kinds]
         self._blind_cache: dict[str, int] = {}
         # when every message regex treats the digits 1-9 alike, messages that differ only in
         # them ("order 4812", "order 1931") share one mask, found under fingerprint.digit_key
@@ -376,8 +397,7 @@ class Rules:
         cache = self._caches[kind]
         m = cache.get(value)
         if m is None:
-            m, searched = self._kinds[kind]
-            m |= _search(searched, value)
+            m = self._kinds[kind][0] | self._searchers[kind](value)
             if kind == 0 and self._blind:
                 m |= self._blind_mask(_DIGIT_RUN.sub("0", value))
             if len(cache) >= CACHE_MAX:
@@ -390,8 +410,7 @@ class Rules:
         key = digit_key(text)
         m = cache.get(key)
         if m is None:
-            m, searched = self._kinds[0]
-            m |= _search(searched, text)
+            m = self._kinds[0][0] | self._searchers[0](text)
             if self._blind:
                 m |= self._blind_mask(_DIGIT_RUN.sub("0", text))
             if len(cache) >= CACHE_MAX:
@@ -403,7 +422,7 @@ class Rules:
         cache = self._blind_cache
         m = cache.get(collapsed)
         if m is None:
-            m = _search(self._blind, collapsed)
+            m = self._blind(collapsed)  # type: ignore[misc]
             if len(cache) >= CACHE_MAX:
                 cache.clear()
             cache[collapsed] = m
