@@ -432,7 +432,8 @@ class Rules:
                   duration: float | None, get: Callable[[str], Any] | None) -> Decision:
         """`get` reads a field by path; it may be None when no rule has a field condition."""
         c0, c1, c2 = self._caches  # hits looked up inline: this runs for every error line
-        m0, m1, m2 = c0.get(text), c1.get(error_type), c2.get(component)
+        m0 = self._keyed.get(digit_key(text)) if self._use_key else c0.get(text)
+        m1, m2 = c1.get(error_type), c2.get(component)
         m = (self.level_mask.get(level, 0)
              & (self._mask(0, text) if m0 is None else m0)
              & (self._mask(1, error_type) if m1 is None else m1)
