@@ -54,16 +54,43 @@ def digit_key(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass").translate(_DIGITS)
 
 
+# A hex id: a maximal run of ASCII letters and digits, all hex, six or more, with a letter and a
+# digit. Such a run never survives normalisation: it is replaced whole, by <hex> or by a
+# placeholder around it (an email, a UUID, a token). The patterns above treat all its letters
+# alike and all its digits alike, and count its digits only up to two (a token needs two), so the
+# message normalises to the same text with the run as min(2, digits) "1"s and then "a"s:
+# "sku 8f3a2b1c" and "sku 77c0e19d" share one cache entry, which the digit key alone would not
+# give them.
+_HEX_RUN = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{6,}(?![0-9A-Za-z])")
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+
+
+def _hex_canon(m: re.Match[str]) -> str:
+    run = m.group()
+    letters = len(run.translate(_NO_DIGITS))
+    if letters == 0 or letters == len(run):  # a number, or a word (deface): kept
+        return run
+    ones = min(2, len(run) - letters)
+    return "1" * ones + "a" * (len(run) - ones)
+
+
 def normalize(message: str) -> str:
     """The message with ids, numbers, addresses and quoted values as placeholders. Cached by
-    digit_key: a storm repeats a few kinds of message with different numbers in them."""
-    key = digit_key(message[:MAX_MESSAGE])
+    digit_key, and failing that by the digit key of the text with its hex ids made alike: a
+    storm repeats a few kinds of message with different numbers and ids in them."""
+    s = message[:MAX_MESSAGE]
+    key = digit_key(s)
     norm = _cache.get(key)
     if norm is None:
-        norm = normalize_uncached(message)
-        if len(_cache) >= CACHE_MAX:
-            _cache.clear()
-        _cache[key] = norm
+        canon = _HEX_RUN.sub(_hex_canon, s) if _HEX6.search(s) else s
+        if canon != s:
+            key = digit_key(canon)
+            norm = _cache.get(key)
+        if norm is None:
+            norm = normalize_uncached(message)
+            if len(_cache) >= CACHE_MAX:
+                _cache.clear()
+            _cache[key] = norm
     return norm
 
 

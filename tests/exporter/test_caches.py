@@ -35,6 +35,50 @@ def test_normalize_is_blind_to_which_digit_1_to_9(text: str) -> None:
     assert normalize(text) == normalize_uncached(text)
 
 
+# dense in hex ids, tokens (20+ word characters with two digits) and their neighbours
+HEXY = st.lists(st.sampled_from([*"0123456789abcdefABCDEF", *"0123456789abcdef", *"gxzG_-. :@/'",
+                                 "0x", "\u0663", "\u00e9", "-4", "::"]),
+                max_size=90).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(HEXY, st.randoms(use_true_random=False))
+def test_normalize_is_blind_to_a_hex_ids_letters_and_digits(text: str, rnd) -> None:
+    """What the hex-id key relies on: a run of hex letters and digits (six or more, with both)
+    normalises the same with its characters replaced by any others of that kind, keeping its
+    length, its having two digits or one, and its having a letter."""
+    def twin(m: re.Match[str]) -> str:
+        run = m.group()
+        digits = sum(c.isdigit() for c in run)
+        if digits in (0, len(run)):
+            return run
+        ones = min(2, digits) if digits <= 2 else rnd.randint(2, len(run) - 1)
+        chars = [rnd.choice("0123456789") for _ in range(ones)] + \
+                [rnd.choice("abcdefABCDEF") for _ in range(len(run) - ones)]
+        rnd.shuffle(chars)
+        return "".join(chars)
+
+    other = fingerprint._HEX_RUN.sub(twin, text)
+    assert normalize_uncached(other) == normalize_uncached(text)
+    assert normalize(text) == normalize_uncached(text)
+    assert normalize(other) == normalize_uncached(other)
+
+
+def test_hex_ids_share_a_cache_entry() -> None:
+    fingerprint._cache.clear()
+    assert normalize("timeout calling sku 8f3a2b1c") == "timeout calling sku <hex>"
+    assert normalize("timeout calling sku 77c0e19d") == "timeout calling sku <hex>"
+    assert len(fingerprint._cache) == 1
+    assert normalize("timeout calling sku deface") == "timeout calling sku deface"  # a word
+
+
+def test_a_hex_id_with_two_digits_can_make_a_token_and_one_digit_not() -> None:
+    fingerprint._cache.clear()
+    assert normalize("key ghijklmnopqrs_abcde1f") == "key ghijklmnopqrs_<hex>"
+    assert normalize("key ghijklmnopqrs_abc1e1f") == "key <token>"
+    assert normalize("key ghijklmnopqrs_ab9c1e1f") == "key <token>"
+
+
 def test_digit_key_is_the_mapping_and_keeps_zero() -> None:
     assert digit_key("order 4812 at 0x9f") == b"order 1111 at 0x1f"
     assert digit_key("a٣b") == "a٣b".encode()  # only ASCII digits are mapped
