@@ -5,8 +5,10 @@ over them (a (level, component) lookup, a duration read, a bucket search per lin
 0.45 us a line, over a third of `oneshot`'s time; issue 2's target (8x mtail on one core) needs
 it several times cheaper, and no library does this loop. The module makes no decision of its own:
 it counts the records whose (raw level, raw component) pair already has an entry in the
-pipeline's cache and whose duration is a plain non-negative number, and hands every other record
-back by index to exporter/pipeline.py, which treats it exactly as before (and fills the cache).
+count stage's cache and whose duration is a plain non-negative number, and hands every other
+record back by index to exporter/count.py, which treats it exactly as before (and fills the
+cache). exporter/tally.py is the same loop in pure Python (the reference, and the fallback when
+this is not built); exporter/_tally.pyi types both.
 
 tally(recs, level_comp, cache, duration, mul, any_duration, no_duration, buckets)
     -> (groups, odd, errors)
@@ -29,8 +31,10 @@ A field is a callable (record -> value) or a member descriptor of the records' t
 Struct fields are: that one is read straight from the record's slot.
 
 lines(buf, start, end, wanted) -> (count, picked)
-  count         newlines in buf[start:end]
-  picked        the lines (without their newline) at the ascending indices `wanted`
+  count         the lines of buf[start:end] (each ending in a newline) that are not blank
+  picked        those lines (without their newline) at the ascending indices `wanted`
+  A blank line holds only JSON whitespace (space, tab, CR): msgspec's decode_lines skips it, as
+  the per-line path does, so record i of a chunk decoded one record per line is counted line i.
 
 cut_cri(chunk) -> (body, cut)
   CRI container log lines turned into the JSON lines they hold (see the function).
@@ -436,6 +440,15 @@ done:
     return result;
 }
 
+/* The line p..nl holds only JSON whitespace. */
+static int
+blank(const char *p, const char *nl)
+{
+    while (p < nl && (*p == ' ' || *p == '\t' || *p == '\r'))
+        p++;
+    return p == nl;
+}
+
 static PyObject *
 lines(PyObject *module, PyObject *args)
 {
@@ -465,6 +478,10 @@ lines(PyObject *module, PyObject *args)
         const char *nl = memchr(p, '\n', stop - p);
         if (nl == NULL)
             break;
+        if (blank(p, nl)) {
+            p = nl + 1;
+            continue;
+        }
         if (count == want) {
             if (append_new(picked, PyBytes_FromStringAndSize(p, nl - p)) < 0)
                 goto fail;
@@ -500,7 +517,7 @@ is_space(unsigned char c)
 
 /* The length of the CRI prefix of a whole (F) line starting at p, up to and with the space
    before the message, when the message starts with '{'; 0 when the line is anything else.
-   The same test as exporter.pipeline's regex
+   The same test as exporter/tally.py's regex
    `\d{4}-\d\d-\d\dT\S+ (?:stdout|stderr) F(?::\S*)? (?=\{)` (the \S runs end at the
    first whitespace, which must be the space the regex wants next). */
 static Py_ssize_t

@@ -135,11 +135,14 @@ def text_record(line: bytes) -> dict[str, Any]:
         raise DecodeFailure("invalid_utf8") from None
 
 
+_INDEX = re.compile(r"-?[0-9]{1,18}")  # a list index in a path ("a.--1", "a.²" are keys)
+
+
 def _walk(v: Any, rest: list[str]) -> Any:
     for part in rest:
         if isinstance(v, dict):
             v = v.get(part)
-        elif isinstance(v, list) and part.lstrip("-").isdigit():
+        elif isinstance(v, list) and _INDEX.fullmatch(part):
             i = int(part)
             v = v[i] if -len(v) <= i < len(v) else None
         else:

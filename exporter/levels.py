@@ -59,7 +59,7 @@ def from_number(n: float) -> str:
 
 # slog: DEBUG=-4 INFO=0 WARN=4 ERROR=8, custom levels print as the nearest name below plus an
 # offset; 12 and up is what Go programs define as fatal, -8 and below as trace
-_SLOG = re.compile(r"(debug|info|warn|error)([+-]\d{1,3})")
+_SLOG = re.compile(r"(debug|info|warn|error)([+-][0-9]{1,3})")
 _SLOG_BASE = {"debug": -4, "info": 0, "warn": 4, "error": 8}
 
 
@@ -72,6 +72,13 @@ def _slog(name: str, offset: str) -> str:
     return ("debug", "info", "warning", "error")[(v + 4) // 4]
 
 
+def _int(digits: str) -> int:
+    """ASCII digits as a number for from_number: every value of ten digits or more is fatal
+    alike, and int() refuses thousands of digits."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) < 10 else 10**9
+
+
 def normalize(raw: object) -> str:
     """Any raw level value to one of LEVELS."""
     if raw is None:
@@ -81,8 +88,8 @@ def normalize(raw: object) -> str:
         got = _NAMES.get(s)
         if got is not None:
             return got
-        if s.isdigit():
-            return from_number(int(s))
+        if s.isascii() and s.isdigit():  # str.isdigit alone takes "²", which int() refuses
+            return from_number(_int(s))
         m = _SLOG.fullmatch(s)
         if m is not None:
             return _slog(m.group(1), m.group(2))

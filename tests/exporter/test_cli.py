@@ -98,6 +98,34 @@ def test_oneshot_missing_file_exit_1_but_prints_the_rest(tmp_path: Path) -> None
     assert samples(r.stdout)[("tailpage_log_lines_total", (("level", "info"),))] == 1
 
 
+# Lines that once made oneshot exit 1 with a traceback (and the live `run` die), each between
+# good lines: the file's good lines as the counts they must give.
+HOSTILE = {
+    "huge-duration": ([b'{"level":"info","component":"api","duration_ms":1' + b"0" * 399 + b"}"],
+                      {"info": 3}, {}),
+    "unicode-digit-level": (['{"level":"²","msg":"x"}'.encode()], {"info": 2, "unknown": 1}, {}),
+    "glued-then-blank": ([b'{"level":"error","msg":"x"}{"x":1}', b""], {"info": 2},
+                         {"invalid_json": 1}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_oneshot_counts_the_good_lines_around_a_hostile_one(tmp_path: Path, case: str) -> None:
+    bad, want_levels, want_failures = HOSTILE[case]
+    log = tmp_path / "app.log"
+    log.write_bytes(b"\n".join([b'{"level":"info","msg":"a","component":"api","duration_ms":5}',
+                                *bad, b'{"level":"info","msg":"b"}']) + b"\n")
+    r = cli("oneshot", str(log))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    v = samples(r.stdout)
+    assert {dict(lbl)["level"]: n for (name, lbl), n in v.items()
+            if name == "tailpage_log_lines_total" and n} == want_levels
+    assert {dict(lbl)["reason"]: n for (name, lbl), n in v.items()
+            if name == "tailpage_exporter_parse_failures_total"} == want_failures
+    assert v[("tailpage_request_duration_seconds_count", (("component", "api"),))] == 1
+
+
 def test_oneshot_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     log = write_log(tmp_path / "app.log")
     primary, secondary = pty.openpty()

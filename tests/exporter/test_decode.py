@@ -240,6 +240,9 @@ def test_dotted_paths_nested_literal_and_index() -> None:
     assert decode.dict_getter("error.cause.5.type")(rec) is None
     assert decode.dict_getter("error.type.deeper")(rec) is None
     assert decode.dict_getter("missing")(rec) is None
+    # path parts that str.isdigit() or int() half-accept are keys, not indices: never a raise
+    for part in ("--1", "²", "٣", "1_0", "9" * 5000, "-"):
+        assert decode.dict_getter(f"error.cause.{part}")(rec) is None
     shape = decode.JsonShape(["log.level", "log.logger", "error.cause.0.type", "missing"])
     obj = shape.decoder.decode(json.dumps(rec).encode())
     assert shape.getter("log.level")(obj) == "WARN"

@@ -1,16 +1,27 @@
 """The chunk-at-a-time fast paths give exactly what line-by-line reading gives: CRI lines cut
 as a whole chunk, the narrow Struct (only the file's duration field, required), and error lines
 found again after blank lines. Each is compared with the per-line path (forced by one bad line
-per chunk, which only adds a parse failure) or with counts worked out from the records."""
+per chunk, which only adds a parse failure) or with counts worked out from the records; each on
+the C loop and on the pure-Python one."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from exporter_helpers import jl, per_line, run, without_failures
+from loop_paths import LOOPS, on
+
+
+@pytest.fixture(autouse=True, params=LOOPS)
+def loop(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on the C loop and on the pure-Python one."""
+    with on(request.param):
+        yield request.param
+
 
 COMPONENTS = ["api", "pay", "db"]
 TYPES = ["TimeoutError", "KeyError", "PaymentDeclined", "ValueError"]

@@ -44,10 +44,14 @@ ALIASES: list[tuple[object, str]] = [
     (None, "unknown"), ("", "unknown"), ("banana", "unknown"), ("default", "unknown"),
     ("notset", "unknown"), (8, "unknown"), (9, "unknown"), (-1, "unknown"), (True, "unknown"),
     (False, "unknown"), ({"name": "error"}, "unknown"), (["error"], "unknown"),
+    # digits that are not ASCII (str.isdigit takes them, int() refuses "²"), and numbers too
+    # long for int(): never an exception
+    ("²", "unknown"), ("٣", "unknown"), ("ERROR+٣", "error"), ("1" * 5000, "fatal"),
+    ("0" * 5000 + "3", "error"), (10**400, "fatal"),
 ]
 
 
-@pytest.mark.parametrize(("raw", "want"), ALIASES, ids=[repr(r) for r, _ in ALIASES])
+@pytest.mark.parametrize(("raw", "want"), ALIASES, ids=[repr(r)[:20] for r, _ in ALIASES])
 def test_alias(raw: object, want: str) -> None:
     assert normalize(raw) == want
 
