@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from exporter._tally import Error
 
 UNKNOWN = "unknown"
-_CACHE_MAX = 16384  # per-value caches (messages, fingerprints, error types) cleared when full
+_CACHE_MAX = 16384  # per-value caches (fingerprints, error types) cleared when full
 # an error record decided, to count: (level, decision, component, error type, fingerprint,
 # raw trace id, normalised message)
 Planned = tuple[str, Decision, str, str, str, Any, str]
@@ -46,7 +46,6 @@ class ErrorClassifier:
                  seen: fingerprint.Seen) -> None:
         self.rules, self.max_label, self.agg, self.seen = rules, max_label, agg, seen
         self._fp_cache: dict[tuple[str, str, str], str] = {}
-        self._norm_cache: dict[str, str] = {}
         self._etype_cache: dict[str, str] = {}
 
     def plan(self, ex: Extractor, recs: list[Any], entries: Iterable[tuple[Any, ...]],
@@ -58,24 +57,20 @@ class ErrorClassifier:
         getters, text_type, et_cache = ex.get, self.text_type, self._etype_cache
         decide = self.rules.decide
         need_get = bool(self.rules.fields)
-        norms, fps = self._norm_cache, self._fp_cache
+        normalize, fps = fingerprint.normalize, self._fp_cache
         out: list[Planned] = []
         for r, rs, (level, comp, _, _), d in zip(recs, ex.roles_of(recs), entries, durations,
                                                  strict=True):
             msg, errmsg, et, _, trace = rs
-            if type(msg) is str and errmsg is None and type(et) is str \
-                    and (etype := et_cache.get(et)) is not None:
-                text = msg  # the common case, as text_type would have it
+            if type(msg) is str and type(et) is str and (etype := et_cache.get(et)) is not None \
+                    and (errmsg is None or type(errmsg) is str):
+                # the common cases (pino's err.message too), as text_type would have them
+                text = f"{msg} {errmsg}" if errmsg and errmsg != msg else msg
             else:
                 text, etype = text_type(rs)
             get = (lambda p, r=r: getters[p](r)) if need_get else None
             dec = decide(level, text, etype, comp, d, get)
-            norm = norms.get(text)
-            if norm is None:
-                norm = fingerprint.normalize(text)
-                if len(norms) >= _CACHE_MAX:
-                    norms.clear()
-                norms[text] = norm
+            norm = normalize(text)  # cached under the text's digit key, not the text: ids vary
             # keyed by the normalised message, which ids do not vary: few keys
             fkey = (norm, etype, comp)
             fp = fps.get(fkey)
