@@ -243,7 +243,8 @@ def _dict_roles(paths: list[list[str]], slow: Callable[[Any], Roles]) -> Callabl
     getters.
     The first candidate that may be there is the one the candidate-by-candidate getters would
     return unless it holds null: such a record, or a shape with a flat dotted key, takes them."""
-    Plan = tuple[tuple[str, ...], int, tuple[tuple[int, Callable[[Any], Any]], ...]]
+    Walk = tuple[int, str, str | None, Callable[[Any], Any]]  # role, head, its one key, getter
+    Plan = tuple[tuple[str, ...], int, tuple[Walk, ...]]
     plans: dict[tuple[str, ...], Plan | None] = {}
 
     def plan(shape: tuple[str, ...]) -> Plan | None:
@@ -251,15 +252,17 @@ def _dict_roles(paths: list[list[str]], slow: Callable[[Any], Roles]) -> Callabl
         if "" in there:
             return None
         keys: list[str] = []
-        walks: list[tuple[int, Callable[[Any], Any]]] = []
+        walks: list[Walk] = []
         for role, cands in enumerate(paths):
             for p in cands:
                 if "." in p:
                     if p in there:  # a flat key with a dot in it: the getters decide
                         return None
-                    if p.split(".", 1)[0] in there:
-                        keys.append("")  # not a key: fetched by its getter below
-                        walks.append((role, decode.dict_getter(p)))
+                    head, *rest = p.split(".")
+                    if head in there:
+                        keys.append("")  # not a key: fetched below
+                        walks.append((role, head, rest[0] if len(rest) == 1 else None,
+                                      decode.dict_getter(p)))
                         break
                 elif p in there:
                     keys.append(p)
@@ -283,8 +286,10 @@ def _dict_roles(paths: list[list[str]], slow: Callable[[Any], Roles]) -> Callabl
                     return vals  # type: ignore[return-value]
                 return slow(r)
             got = list(map(r.get, keys))
-            for i, g in walks:
-                got[i] = g(r)
+            for i, head, key, g in walks:
+                v = r[head]
+                # one level into an object, as the getter would go; anything else by the getter
+                got[i] = v.get(key) if key is not None and type(v) is dict else g(r)
             if got.count(None) == absent:
                 return tuple(got)  # type: ignore[return-value]
         return slow(r)

@@ -240,3 +240,27 @@ def test_a_searcher_finds_what_every_regex_finds(text: str) -> None:
                 for i, rx in enumerate(ALL_RULES)]
     expect = sum(1 << i for i, rx in enumerate(ALL_RULES) if rx.search(text))
     assert classify.Searcher(searched)(text) == expect
+
+
+# ---- roles planned per record shape equal the candidate-by-candidate getters ---------------
+
+ROLE_PATHS = [["msg", "message"], ["err.message", "error"], ["err.type", "err.name", "type"],
+              ["err.stack", "stack"], ["trace.id", "reqId"]]
+_VALUES = st.one_of(st.none(), st.text(max_size=3), st.integers(0, 3),
+                    st.lists(st.text(max_size=2), max_size=2))
+_ERR = st.one_of(_VALUES, st.dictionaries(st.sampled_from(["type", "name", "message", "stack",
+                                                           "0", "id"]), _VALUES, max_size=4))
+RECORD = st.dictionaries(st.sampled_from(["msg", "message", "err", "error", "type", "stack",
+                                          "reqId", "trace", "err.type", "", "level"]),
+                         _ERR, max_size=7)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(RECORD, min_size=1, max_size=6))
+def test_roles_planned_per_shape_equal_the_getters(records: list[dict]) -> None:
+    from exporter import extract
+
+    slow = extract._roles(*(extract._dict_first(ps) for ps in ROLE_PATHS))
+    planned = extract._dict_roles(ROLE_PATHS, slow)
+    for r in records + records:  # the second time each shape's plan is cached
+        assert planned(r) == slow(r)
