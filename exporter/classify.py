@@ -429,15 +429,29 @@ class Rules:
         return m
 
     def decide(self, level: str, text: str, error_type: str, component: str,
-                  duration: float | None, get: Callable[[str], Any] | None) -> Decision:
+               duration: float | None, get: Callable[[str], Any] | None) -> Decision:
         """`get` reads a field by path; it may be None when no rule has a field condition."""
+        return self.finish(self.premask(level, text, error_type, component), level, duration,
+                           get)
+
+    def premask(self, level: str, text: str, error_type: str, component: str) -> int:
+        """The rules the level, message, error type and component allow. When `by_digit_key`,
+        a function of the message's digit key (not of the message itself)."""
         c0, c1, c2 = self._caches  # hits looked up inline: this runs for every error line
         m0 = self._keyed.get(digit_key(text)) if self._use_key else c0.get(text)
         m1, m2 = c1.get(error_type), c2.get(component)
-        m = (self.level_mask.get(level, 0)
-             & (self._mask(0, text) if m0 is None else m0)
-             & (self._mask(1, error_type) if m1 is None else m1)
-             & (self._mask(2, component) if m2 is None else m2))
+        return (self.level_mask.get(level, 0)
+                & (self._mask(0, text) if m0 is None else m0)
+                & (self._mask(1, error_type) if m1 is None else m1)
+                & (self._mask(2, component) if m2 is None else m2))
+
+    @property
+    def by_digit_key(self) -> bool:
+        return self._use_key
+
+    def finish(self, m: int, level: str, duration: float | None,
+               get: Callable[[str], Any] | None) -> Decision:
+        """The decision for a premask, given the duration and the record's fields."""
         for bit, over in self.dur:
             if duration is None or duration <= over:
                 m &= ~bit

@@ -46,6 +46,7 @@ class ErrorClassifier:
                  seen: fingerprint.Seen) -> None:
         self.rules, self.max_label, self.agg, self.seen = rules, max_label, agg, seen
         self._fp_cache: dict[tuple[str, str, str], str] = {}
+        self._memo: dict[tuple[Any, str, str, str], tuple[int, str, str]] = {}
         self._etype_cache: dict[str, str] = {}
 
     def plan(self, ex: Extractor, recs: list[Any], entries: Iterable[tuple[Any, ...]],
@@ -55,9 +56,13 @@ class ErrorClassifier:
         (`count` does). Every error line of every path comes through this one loop,
         which is why it is written flat: it runs for each error line of a file."""
         getters, text_type, et_cache = ex.get, self.text_type, self._etype_cache
-        decide = self.rules.decide
-        need_get = bool(self.rules.fields)
-        normalize, fps = fingerprint.normalize, self._fp_cache
+        rules = self.rules
+        premask, finish = rules.premask, rules.finish
+        need_get = bool(rules.fields)
+        normalize, fps, memo = fingerprint.normalize, self._fp_cache, self._memo
+        # what depends on the message only through its digit key (the rules' premask when
+        # they allow it, the normalised text, the fingerprint) is memoised under that key
+        digit_key = fingerprint.digit_key if rules.by_digit_key else str
         out: list[Planned] = []
         for r, rs, (level, comp, _, _), d in zip(recs, ex.roles_of(recs), entries, durations,
                                                  strict=True):
@@ -68,18 +73,25 @@ class ErrorClassifier:
                 text = f"{msg} {errmsg}" if errmsg and errmsg != msg else msg
             else:
                 text, etype = text_type(rs)
+            mkey = (digit_key(text), etype, comp, level)
+            known = memo.get(mkey)
+            if known is None:
+                m = premask(level, text, etype, comp)
+                norm = normalize(text)  # cached under the text's digit key: ids vary
+                # keyed by the normalised message, which ids do not vary: few keys
+                fkey = (norm, etype, comp)
+                fp = fps.get(fkey)
+                if fp is None:
+                    fp = fingerprint.fingerprint(norm, etype, comp)
+                    if len(fps) >= _CACHE_MAX:
+                        fps.clear()
+                    fps[fkey] = fp
+                if len(memo) >= _CACHE_MAX:
+                    memo.clear()
+                known = memo[mkey] = (m, norm, fp)
+            m, norm, fp = known
             get = (lambda p, r=r: getters[p](r)) if need_get else None
-            dec = decide(level, text, etype, comp, d, get)
-            norm = normalize(text)  # cached under the text's digit key, not the text: ids vary
-            # keyed by the normalised message, which ids do not vary: few keys
-            fkey = (norm, etype, comp)
-            fp = fps.get(fkey)
-            if fp is None:
-                fp = fingerprint.fingerprint(norm, etype, comp)
-                if len(fps) >= _CACHE_MAX:
-                    fps.clear()
-                fps[fkey] = fp
-            out.append((level, dec, comp, etype, fp, trace, norm))
+            out.append((level, finish(m, level, d, get), comp, etype, fp, trace, norm))
         return out
 
     def count(self, planned: list[Planned], detail: list[dict[str, Any]] | None = None) -> None:
