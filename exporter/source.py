@@ -106,14 +106,14 @@ class Source:
         self.offset = offset  # in the file, of the next byte fed
         self.fmt: str | None = None if fmt == "auto" else fmt
         self.inner: str | None = None  # format inside a CRI/docker envelope ("auto" per message)
-        self._route = route
-        self.r = route()
-        self.preset: str | None = self.r.preset
+        self._current = route
+        self.route = route()
+        self.preset: str | None = self.route.preset
         self.buf = b""
         self.skipping = 0  # bytes of an over-long line being discarded (0: not discarding)
-        self.joiner = envelope.Joiner(self.r.max_line)
+        self.joiner = envelope.Joiner(self.route.max_line)
         self.trace: list[dict[str, Any]] | None = None  # explain collects per-record details
-        self._gen = self.r.generation
+        self._gen = self.route.generation
         self._fast: Extractor | None = None
         self._narrow: Extractor | None = None
         self._slow: Extractor | None = None
@@ -126,7 +126,7 @@ class Source:
         if not data:
             return
         self._refresh()
-        maxlen = self.r.max_line
+        maxlen = self.route.max_line
         at = self.offset  # of data[0] in the file
         self.offset += len(data)
         if self.skipping:
@@ -158,7 +158,7 @@ class Source:
 
     def _check_tail(self, maxlen: int) -> None:
         if len(self.buf) > maxlen:  # no newline within the cap: discard until the next one
-            self.r.counter.failed("too_long")
+            self.route.counter.failed("too_long")
             self.skipping = len(self.buf)
             self.buf = b""
 
@@ -179,9 +179,9 @@ class Source:
 
     def _refresh(self) -> None:
         """After a config reload: the new config's stages, extractors made again."""
-        r = self._route()
+        r = self._current()
         if self._gen != r.generation:
-            self.r, self._gen = r, r.generation
+            self.route, self._gen = r, r.generation
             self._fast = self._slow = self._narrow = None
 
     def _chunk(self, buf: bytes, start: int, end: int, at: int) -> None:
@@ -195,7 +195,7 @@ class Source:
             if self._fast_chunk(buf, start, end):
                 return
         except Exception as e:
-            self.r.chunk_raised.report(self.path, at + start, e)
+            self.route.chunk_raised.report(self.path, at + start, e)
         pos = at + start
         for line in buf[start:end].split(b"\n")[:-1]:
             try:
@@ -206,8 +206,8 @@ class Source:
 
     def _raised(self, offset: int, exc: Exception) -> None:
         """A line that raised: counted as reason="internal", skipped, reported."""
-        self.r.counter.failed("internal")
-        self.r.raised.report(self.path, offset, exc)
+        self.route.counter.failed("internal")
+        self.route.raised.report(self.path, offset, exc)
 
     def _fast_chunk(self, buf: bytes, start: int, end: int) -> bool:
         """The chunk counted whole by a fast path; False when it must be read line by line."""
@@ -215,7 +215,7 @@ class Source:
             self._detect(buf[start:min(end, start + _HEAD_BYTES)])
         fast = {"json": self._json_lines, "cri": self._cri_lines}.get(self.fmt or "")
         return bool(fast) and self.trace is None \
-            and _short_lines(buf, start, end, self.r.max_line) and fast(buf, start, end)
+            and _short_lines(buf, start, end, self.route.max_line) and fast(buf, start, end)
 
     def _json_lines(self, buf: bytes, start: int, end: int, records: int | None = None) -> bool:
         """The fast path: JSON lines decoded as one call into partial Structs. False, with
@@ -243,7 +243,7 @@ class Source:
             return False
         # the count stage checks that they are one record per line: msgspec also reads two
         # objects on one line, which the per-line path counts as invalid
-        return self.r.counter.chunk(ex, recs, buf, start, end)
+        return self.route.counter.chunk(ex, recs, buf, start, end)
 
     def _cri_lines(self, buf: bytes, start: int, end: int) -> bool:
         """CRI lines that are all whole (F) messages, with no partial of either stream pending:
@@ -254,11 +254,11 @@ class Source:
         garbage, a non-JSON message) sends the chunk to the per-line path."""
         if self.inner not in (None, "json") or self.joiner.parts or self.joiner.overflow:
             return False
-        body, cut = self.r.cut_cri(memoryview(buf)[start:end])
+        body, cut = self.route.cut_cri(memoryview(buf)[start:end])
         return cut > 0 and self._json_lines(body, 1, len(body), cut)
 
     def _detect(self, chunk: bytes) -> None:
-        maxlen = self.r.max_line
+        maxlen = self.route.max_line
         for line in chunk.split(b"\n", _DETECT_LINES)[:_DETECT_LINES]:
             line = line.strip()
             if not line or len(line) > maxlen:  # over-long lines are skipped, never detected
@@ -269,12 +269,12 @@ class Source:
                 self.fmt = "docker"
             elif line.startswith(b"{"):
                 self.fmt = "json"
-            elif self.r.regex is not None and decode.matches(self.r.regex, line):
+            elif self.route.regex is not None and decode.matches(self.route.regex, line):
                 self.fmt = "regex"
             elif decode.looks_logfmt(line):
                 self.fmt = "logfmt"
             else:
-                self.fmt = "text" if self.r.regex is None else "regex"
+                self.fmt = "text" if self.route.regex is None else "regex"
             return
 
     def _json_extractor(self, chunk: bytes, struct: bool) -> Extractor:
@@ -290,16 +290,16 @@ class Source:
             self.preset = detect(sample[0])
         preset = self.preset or "generic"
         if not struct:
-            self._slow = self.r.extractors.get(preset, False)
+            self._slow = self.route.extractors.get(preset, False)
             return self._slow
-        self._fast = self.r.extractors.get(preset, True, sample)
+        self._fast = self.route.extractors.get(preset, True, sample)
         # the file's duration field in every line (as in genlog's, or any request log): a
         # Struct of only the fields read decodes ~30% faster; the first line without it sends
         # its chunk, and the file's later ones, back to the full Struct
         first = self._fast.duration_path
         self._narrow = None
         if first is not None and "." not in first and not self._fast.full:
-            self._narrow = self.r.extractors.get(preset, True, sample, narrow=True)
+            self._narrow = self.route.extractors.get(preset, True, sample, narrow=True)
         return self._fast
 
     def _line(self, line: bytes) -> None:
@@ -307,8 +307,8 @@ class Source:
             line = line[:-1]
         if not line.strip():
             return
-        if len(line) > self.r.max_line:
-            self.r.counter.failed("too_long")
+        if len(line) > self.route.max_line:
+            self.route.counter.failed("too_long")
             return
         fmt = self.fmt
         if fmt == "cri" or fmt == "docker":
@@ -317,10 +317,10 @@ class Source:
                                       else envelope.unwrap_docker(line))
                 whole = self.joiner.add(stream, msg, final, len(line) + 1)
             except envelope.BadEnvelope:
-                self.r.counter.failed("invalid_envelope")
+                self.route.counter.failed("invalid_envelope")
                 return
             except envelope.TooLong:
-                self.r.counter.failed("too_long")
+                self.route.counter.failed("too_long")
                 return
             if whole is not None:
                 self._message(whole)
@@ -339,27 +339,27 @@ class Source:
                 ex = self._slow_dict()
                 if fmt == "logfmt":
                     rec = decode.logfmt(msg)
-                elif fmt == "regex" and self.r.regex is not None:
-                    rec = self.r.regex(msg)
+                elif fmt == "regex" and self.route.regex is not None:
+                    rec = self.route.regex(msg)
                 else:
                     rec = decode.text_record(msg)
         except decode.DecodeFailure as e:
-            self.r.counter.failed(e.reason)
+            self.route.counter.failed(e.reason)
             return
         if self.trace is not None:
-            self.trace.append(self.r.counter.explain(ex, rec, fmt))
+            self.trace.append(self.route.counter.explain(ex, rec, fmt))
         else:
-            self.r.counter.records(ex, [rec])
+            self.route.counter.records(ex, [rec])
 
     def _slow_dict(self) -> Extractor:
-        return self.r.extractors.get("generic", False)
+        return self.route.extractors.get("generic", False)
 
     def _sniff(self, msg: bytes) -> str:
         s = msg.lstrip()
         if s.startswith(b"{"):
             return "json"
-        if self.r.regex is not None and decode.matches(self.r.regex, s):
+        if self.route.regex is not None and decode.matches(self.route.regex, s):
             return "regex"
         if decode.looks_logfmt(s):
             return "logfmt"
-        return "text" if self.r.regex is None else "regex"
+        return "text" if self.route.regex is None else "regex"

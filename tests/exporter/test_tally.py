@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
+from importlib.metadata import version
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,10 @@ def test_without_a_c_compiler_the_wheel_installs_and_runs_pure_python(tmp_path: 
     """`pip wheel` with a compiler that always fails (CC=/bin/false), offline, from a copy of
     the sources: the wheel builds without exporter._tally, installs, and its `oneshot` says it
     runs pure Python and prints what the installed exporter (C loop) prints."""
+    have = version("setuptools")
+    assert int(have.split(".")[0]) >= 77, (
+        f"setuptools {have} in the venv cannot read pyproject.toml (`license` as a string needs "
+        ">= 77, which the `test` extra requires): run `make setup`")
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "setup.py", "README.md"):
