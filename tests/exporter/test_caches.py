@@ -13,11 +13,12 @@ from exporter_helpers import samples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter import classify, config, fingerprint
-from exporter.classify import digit_uniform, type_from_stack
+from exporter import classify, config, fingerprint, rule_regexes
+from exporter.classify import type_from_stack
 from exporter.expose import render
 from exporter.fingerprint import digit_key, normalize, normalize_uncached
 from exporter.pipeline import Pipeline
+from exporter.rule_regexes import digit_uniform
 
 _TO_ONE = str.maketrans("23456789", "11111111")
 
@@ -220,13 +221,13 @@ LITERAL_TEXT = st.lists(st.sampled_from(
 @given(LITERAL_TEXT, st.sampled_from([*RULE_PATTERNS, r"a(b|c)+d", r"(?:x|yz)\w+q", r"ab?c",
                                       r"(?-i:Payment) x", r"s[a-c]{2,}k", r"\bK\b"]))
 def test_a_text_without_the_required_literals_does_not_match(text: str, pattern: str) -> None:
-    lits = classify.required_literals(pattern)
+    lits = rule_regexes.required_literals(pattern)
     assert lits is not None
     rx = re.compile(pattern, re.IGNORECASE)
     skipped = text.isascii() and not any(x in text.lower() for x in lits)
     if skipped:
         assert not rx.search(text)
-    assert classify.Searcher([(1, rx, lits)])(text) == (1 if rx.search(text) else 0)
+    assert rule_regexes.Searcher([(1, rx, lits)])(text) == (1 if rx.search(text) else 0)
 
 
 ALL_RULES = [re.compile(p, re.IGNORECASE) for p in
@@ -236,10 +237,10 @@ ALL_RULES = [re.compile(p, re.IGNORECASE) for p in
 @settings(max_examples=500, deadline=None)
 @given(LITERAL_TEXT)
 def test_a_searcher_finds_what_every_regex_finds(text: str) -> None:
-    searched = [(1 << i, rx, classify.required_literals(rx.pattern))
+    searched = [(1 << i, rx, rule_regexes.required_literals(rx.pattern))
                 for i, rx in enumerate(ALL_RULES)]
     expect = sum(1 << i for i, rx in enumerate(ALL_RULES) if rx.search(text))
-    assert classify.Searcher(searched)(text) == expect
+    assert rule_regexes.Searcher(searched)(text) == expect
 
 
 # ---- roles planned per record shape equal the candidate-by-candidate getters ---------------
