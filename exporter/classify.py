@@ -12,6 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.config import parse_duration
+from exporter.fingerprint import digit_key
+from exporter.rule_regexes import (
+    DIGIT_RUN,
+    Searched,
+    Searcher,
+    digit_blind,
+    digit_uniform,
+    required_literals,
+)
 
 _UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 _GO_DUR = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$")
@@ -51,12 +60,21 @@ _GO_FRAME = re.compile(r"\s+\S+\.go:\d+")  # a Go stack (zap's `stacktrace`) nam
 
 def type_from_stack(stack: str) -> str | None:
     """Error type from a stack trace: Python prints the exception last, Java/.NET/Node first."""
-    lines = [ln for ln in stack.strip().splitlines() if ln.strip()]
-    if not lines:
+    s = stack.strip()
+    if not s:
         return None
-    candidate = lines[-1] if lines[0].startswith("Traceback") else lines[0]
-    if len(lines) > 1 and _GO_FRAME.match(lines[1]):
-        return None
+    # Only the first, second and last non-blank lines matter. After strip() the first and last
+    # lines are not blank (every line separator is whitespace), so no list of blank-filtered
+    # lines is built: a Python traceback is read at its ends.
+    lines = s.splitlines()
+    first = lines[0]
+    candidate = lines[-1] if first.startswith("Traceback") else first
+    if len(lines) > 1:
+        second = lines[1]
+        if not second.strip():
+            second = next(ln for ln in lines[2:] if ln.strip())
+        if _GO_FRAME.match(second):
+            return None
     m = _EXC.match(candidate)
     if m is None:
         return None
@@ -135,70 +153,6 @@ class Decision:
 
 CACHE_MAX = 16384  # per-value match caches; cleared when full (no LRU bookkeeping per hit)
 
-# Messages often differ only in numbers ("order 981", "after 5000ms"). A rule regex that never
-# tests for a digit finds a match in a message exactly when it finds one in the message with
-# every run of ASCII digits turned into one "0": its matches consume no digit, so they start and
-# end beside the same characters, and digit runs only ever meet it as a neighbour (\b, a
-# lookaround), where "0" is a digit and word character just like any other digit. Such regexes
-# are evaluated once per collapsed message.
-_DIGIT_RUN = re.compile(r"[0-9]+")
-_SAFE_CATEGORIES = {"CATEGORY_SPACE", "CATEGORY_NOT_DIGIT", "CATEGORY_NOT_WORD",
-                    "CATEGORY_LINEBREAK"}
-_SAFE_AT = {"AT_BEGINNING", "AT_BEGINNING_STRING", "AT_END", "AT_END_STRING", "AT_BOUNDARY"}
-
-
-def digit_blind(pattern: str) -> bool:
-    """The regex (case-insensitive, as rules compile) consumes at least one character and tests
-    for no ASCII digit, judged from its parse tree; anything unrecognised counts as not blind."""
-    try:
-        from re import _parser  # the stdlib's own parser: what re.compile builds on
-
-        tree = _parser.parse(pattern, re.IGNORECASE)
-        return tree.getwidth()[0] >= 1 and _blind(tree)
-    except Exception:  # a private module may change: then no shortcut
-        return False
-
-
-def _blind(items: Any) -> bool:
-    for op, av in items:
-        name = str(op)
-        if name == "LITERAL":
-            if 0x30 <= av <= 0x39:
-                return False
-        elif name == "IN":
-            for iop, iav in av:
-                iname = str(iop)
-                if iname == "LITERAL" and 0x30 <= iav <= 0x39:
-                    return False
-                if iname == "RANGE" and iav[0] <= 0x39 and iav[1] >= 0x30:
-                    return False
-                if iname == "CATEGORY" and str(iav) not in _SAFE_CATEGORIES:
-                    return False
-                if iname not in ("LITERAL", "RANGE", "CATEGORY"):  # NEGATE and the unknown
-                    return False
-        elif name == "AT":
-            if str(av) not in _SAFE_AT:
-                return False
-        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-            if not _blind(av[2]):
-                return False
-        elif name == "SUBPATTERN":
-            if not _blind(av[3]):
-                return False
-        elif name in ("ASSERT", "ASSERT_NOT"):
-            if not _blind(av[1]):
-                return False
-        elif name == "ATOMIC_GROUP":
-            if not _blind(av):
-                return False
-        elif name == "BRANCH":
-            if not all(_blind(alt) for alt in av[1]):
-                return False
-        else:  # ANY, NOT_LITERAL, back references, conditionals, the unknown
-            return False
-    return True
-
-
 class Rules:
     """First match decides severity; category comes from the first matching rule that sets one
     (a rule may set only a category, e.g. network), else the fallback.
@@ -226,57 +180,87 @@ class Rules:
         self._caches: tuple[dict[str, int], ...] = ({}, {}, {})
         # per condition kind (message, error type, component): the rules without such a regex
         # pass regardless; only the rules with one are searched
-        self._kinds: list[tuple[int, list[tuple[int, re.Pattern[str]]]]] = []
+        self._kinds: list[tuple[int, Searched]] = []
         for kind in range(3):
             rxs = [(1 << i, (m.message, m.error_type, m.component)[kind])
                    for i, (_, m, _, _) in enumerate(self.rules)]
             free = sum(bit for bit, rx in rxs if rx is None)
-            self._kinds.append((free, [(bit, rx) for bit, rx in rxs if rx is not None]))
+            self._kinds.append((free, [(bit, rx, required_literals(rx.pattern))
+                                       for bit, rx in rxs if rx is not None]))
         # message regexes blind to digits are searched once per digit-collapsed message
         free, searched = self._kinds[0]
-        self._blind = [(bit, rx) for bit, rx in searched if digit_blind(rx.pattern)]
-        self._kinds[0] = (free, [(bit, rx) for bit, rx in searched
-                                 if (bit, rx) not in self._blind])
+        blind = [t for t in searched if digit_blind(t[1].pattern)]
+        self._kinds[0] = (free, [t for t in searched if t not in blind])
+        self._blind = Searcher(blind) if blind else None
+        self._searchers = [Searcher(k[1]) for k in self._kinds]
         self._blind_cache: dict[str, int] = {}
+        # when every message regex treats the digits 1-9 alike, messages that differ only in
+        # them ("order 4812", "order 1931") share one mask, found under fingerprint.digit_key
+        self._keyed: dict[bytes, int] = {}
+        self._use_key = all(digit_uniform(rx.pattern) for _, rx, _ in self._kinds[0][1])
         self._decisions: dict[tuple[int, bool], Decision] = {}
 
     def _mask(self, kind: int, value: str) -> int:
+        if kind == 0 and self._use_key:
+            return self._keyed_mask(value)
         cache = self._caches[kind]
         m = cache.get(value)
         if m is None:
-            m, searched = self._kinds[kind]
-            for bit, rx in searched:
-                if rx.search(value):
-                    m |= bit
+            m = self._kinds[kind][0] | self._searchers[kind](value)
             if kind == 0 and self._blind:
-                m |= self._blind_mask(_DIGIT_RUN.sub("0", value))
+                m |= self._blind_mask(DIGIT_RUN.sub("0", value))
             if len(cache) >= CACHE_MAX:
                 cache.clear()
             cache[value] = m
+        return m
+
+    def _keyed_mask(self, text: str) -> int:
+        cache = self._keyed
+        key = digit_key(text)
+        m = cache.get(key)
+        if m is None:
+            m = self._kinds[0][0] | self._searchers[0](text)
+            if self._blind:
+                m |= self._blind_mask(DIGIT_RUN.sub("0", text))
+            if len(cache) >= CACHE_MAX:
+                cache.clear()
+            cache[key] = m
         return m
 
     def _blind_mask(self, collapsed: str) -> int:
         cache = self._blind_cache
         m = cache.get(collapsed)
         if m is None:
-            m = 0
-            for bit, rx in self._blind:
-                if rx.search(collapsed):
-                    m |= bit
+            m = self._blind(collapsed)  # type: ignore[misc]
             if len(cache) >= CACHE_MAX:
                 cache.clear()
             cache[collapsed] = m
         return m
 
     def decide(self, level: str, text: str, error_type: str, component: str,
-                  duration: float | None, get: Callable[[str], Any] | None) -> Decision:
+               duration: float | None, get: Callable[[str], Any] | None) -> Decision:
         """`get` reads a field by path; it may be None when no rule has a field condition."""
+        return self.finish(self.premask(level, text, error_type, component), level, duration,
+                           get)
+
+    def premask(self, level: str, text: str, error_type: str, component: str) -> int:
+        """The rules the level, message, error type and component allow. When `by_digit_key`,
+        a function of the message's digit key (not of the message itself)."""
         c0, c1, c2 = self._caches  # hits looked up inline: this runs for every error line
-        m0, m1, m2 = c0.get(text), c1.get(error_type), c2.get(component)
-        m = (self.level_mask.get(level, 0)
-             & (self._mask(0, text) if m0 is None else m0)
-             & (self._mask(1, error_type) if m1 is None else m1)
-             & (self._mask(2, component) if m2 is None else m2))
+        m0 = self._keyed.get(digit_key(text)) if self._use_key else c0.get(text)
+        m1, m2 = c1.get(error_type), c2.get(component)
+        return (self.level_mask.get(level, 0)
+                & (self._mask(0, text) if m0 is None else m0)
+                & (self._mask(1, error_type) if m1 is None else m1)
+                & (self._mask(2, component) if m2 is None else m2))
+
+    @property
+    def by_digit_key(self) -> bool:
+        return self._use_key
+
+    def finish(self, m: int, level: str, duration: float | None,
+               get: Callable[[str], Any] | None) -> Decision:
+        """The decision for a premask, given the duration and the record's fields."""
         for bit, over in self.dur:
             if duration is None or duration <= over:
                 m &= ~bit

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from exporter._tally import Error
 
 UNKNOWN = "unknown"
-_CACHE_MAX = 16384  # per-value caches (messages, fingerprints, error types) cleared when full
+_CACHE_MAX = 16384  # per-value caches (fingerprints, error types) cleared when full
 # an error record decided, to count: (level, decision, component, error type, fingerprint,
 # raw trace id, normalised message)
 Planned = tuple[str, Decision, str, str, str, Any, str]
@@ -51,7 +51,7 @@ class ErrorClassifier:
                  seen: fingerprint.Seen) -> None:
         self.rules, self.max_label, self.agg, self.seen = rules, max_label, agg, seen
         self._fp_cache: dict[tuple[str, str, str], str] = {}
-        self._norm_cache: dict[str, str] = {}
+        self._memo: dict[tuple[Any, str, str, str], tuple[int, str, str]] = {}
         self._etype_cache: dict[str, str] = {}
 
     def plan(self, ex: Extractor, recs: list[Any], entries: Iterable[tuple[Any, ...]],
@@ -61,35 +61,42 @@ class ErrorClassifier:
         (`count` does). Every error line of every path comes through this one loop,
         which is why it is written flat: it runs for each error line of a file."""
         getters, text_type, et_cache = ex.get, self.text_type, self._etype_cache
-        decide = self.rules.decide
-        need_get = bool(self.rules.fields)
-        norms, fps = self._norm_cache, self._fp_cache
+        rules = self.rules
+        premask, finish = rules.premask, rules.finish
+        need_get = bool(rules.fields)
+        normalize, fps, memo = fingerprint.normalize, self._fp_cache, self._memo
+        # what depends on the message only through its digit key (the rules' premask when
+        # they allow it, the normalised text, the fingerprint) is memoised under that key
+        digit_key = fingerprint.digit_key if rules.by_digit_key else str
         out: list[Planned] = []
         for r, rs, (level, comp, _, _), d in zip(recs, ex.roles_of(recs), entries, durations,
                                                  strict=True):
             msg, errmsg, et, _, trace = rs
-            if type(msg) is str and errmsg is None and type(et) is str \
-                    and (etype := et_cache.get(et)) is not None:
-                text = msg  # the common case, as text_type would have it
+            if type(msg) is str and type(et) is str and (etype := et_cache.get(et)) is not None \
+                    and (errmsg is None or type(errmsg) is str):
+                # the common cases (pino's err.message too), as text_type would have them
+                text = f"{msg} {errmsg}" if errmsg and errmsg != msg else msg
             else:
                 text, etype = text_type(rs)
+            mkey = (digit_key(text), etype, comp, level)
+            known = memo.get(mkey)
+            if known is None:
+                m = premask(level, text, etype, comp)
+                norm = normalize(text)  # cached under the text's digit key: ids vary
+                # keyed by the normalised message, which ids do not vary: few keys
+                fkey = (norm, etype, comp)
+                fp = fps.get(fkey)
+                if fp is None:
+                    fp = fingerprint.fingerprint(norm, etype, comp)
+                    if len(fps) >= _CACHE_MAX:
+                        fps.clear()
+                    fps[fkey] = fp
+                if len(memo) >= _CACHE_MAX:
+                    memo.clear()
+                known = memo[mkey] = (m, norm, fp)
+            m, norm, fp = known
             get = (lambda p, r=r: getters[p](r)) if need_get else None
-            dec = decide(level, text, etype, comp, d, get)
-            norm = norms.get(text)
-            if norm is None:
-                norm = fingerprint.normalize(text)
-                if len(norms) >= _CACHE_MAX:
-                    norms.clear()
-                norms[text] = norm
-            # keyed by the normalised message, which ids do not vary: few keys
-            fkey = (norm, etype, comp)
-            fp = fps.get(fkey)
-            if fp is None:
-                fp = fingerprint.fingerprint(norm, etype, comp)
-                if len(fps) >= _CACHE_MAX:
-                    fps.clear()
-                fps[fkey] = fp
-            out.append((level, dec, comp, etype, fp, trace, norm))
+            out.append((level, finish(m, level, d, get), comp, etype, fp, trace, norm))
         return out
 
     def count(self, planned: list[Planned], detail: list[dict[str, Any]] | None = None) -> None:

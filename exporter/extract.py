@@ -237,28 +237,39 @@ def _roles(*getters: Callable[[Any], Any]) -> Callable[[Any], Roles]:
 
 def _dict_roles(paths: list[list[str]], slow: Callable[[Any], Roles]) -> Callable[[Any], Roles]:
     """Roles of a dict record: records of one shape (the same keys in the same order, as a
-    logger writes them) hold each role under the same candidate key, so its plan (the keys,
-    "" for a role none of whose candidates is there) fetches all five in one call. A record
-    with null under a planned key, or a shape where a dotted candidate is in play, takes the
-    candidate-by-candidate getters."""
-    plans: dict[tuple[str, ...], tuple[tuple[str, ...], int] | None] = {}
+    logger writes them) hold each role under the same candidate, so its plan (per role the
+    first candidate that may be there: a key of the record, or a dotted path whose head is one;
+    "" when none) fetches all five in one call, the dotted ones (pino's `err.type`) by their
+    getters.
+    The first candidate that may be there is the one the candidate-by-candidate getters would
+    return unless it holds null: such a record, or a shape with a flat dotted key, takes them."""
+    Walk = tuple[int, str, str | None, Callable[[Any], Any]]  # role, head, its one key, getter
+    Plan = tuple[tuple[str, ...], int, tuple[Walk, ...]]
+    plans: dict[tuple[str, ...], Plan | None] = {}
 
-    def plan(shape: tuple[str, ...]) -> tuple[tuple[str, ...], int] | None:
+    def plan(shape: tuple[str, ...]) -> Plan | None:
         there = set(shape)
         if "" in there:
             return None
-        keys = []
-        for cands in paths:
+        keys: list[str] = []
+        walks: list[Walk] = []
+        for role, cands in enumerate(paths):
             for p in cands:
                 if "." in p:
-                    if p in there or p.split(".")[0] in there:
+                    if p in there:  # a flat key with a dot in it: the getters decide
                         return None
+                    head, *rest = p.split(".")
+                    if head in there:
+                        keys.append("")  # not a key: fetched below
+                        walks.append((role, head, rest[0] if len(rest) == 1 else None,
+                                      decode.dict_getter(p)))
+                        break
                 elif p in there:
                     keys.append(p)
                     break
             else:
                 keys.append("")
-        return tuple(keys), keys.count("")
+        return tuple(keys), keys.count("") - len(walks), tuple(walks)
 
     def roles(r: dict[str, Any]) -> Roles:
         shape = tuple(r)
@@ -268,9 +279,19 @@ def _dict_roles(paths: list[list[str]], slow: Callable[[Any], Roles]) -> Callabl
                 plans.clear()
             p = plans[shape] = plan(shape)
         if p is not None:
-            vals = tuple(map(r.get, p[0]))
-            if vals.count(None) == p[1]:
-                return vals  # type: ignore[return-value]
+            keys, absent, walks = p
+            if not walks:
+                vals = tuple(map(r.get, keys))
+                if vals.count(None) == absent:
+                    return vals  # type: ignore[return-value]
+                return slow(r)
+            got = list(map(r.get, keys))
+            for i, head, key, g in walks:
+                v = r[head]
+                # one level into an object, as the getter would go; anything else by the getter
+                got[i] = v.get(key) if key is not None and type(v) is dict else g(r)
+            if got.count(None) == absent:
+                return tuple(got)  # type: ignore[return-value]
         return slow(r)
     return roles
 
