@@ -2,7 +2,7 @@
 """Live-mode benchmark: `tailpage-exporter run` and mtail tailing the same rotated file, same run.
 
 Phase 1 (sustained rate, --duration seconds): a writer appends a realistic JSON log
-(shared/bench/genlog.py output, in 1 MiB blocks of whole lines) as fast as it can, renaming the
+(bench/genlog.py's calm mix, in 1 MiB blocks of whole lines) as fast as it can, renaming the
 file away every --rotate-mb MB (rename-and-create, like logrotate `rotate 1`: the older .1 is
 deleted). The writer only waits when it is more than --max-lead-mb ahead of what the exporter has
 counted, which bounds disk use without ever letting the exporter run dry, so the exporter works
@@ -19,7 +19,7 @@ Phase 2 (delay, --delay-seconds): the writer appends --rate lines/s in 20 ms bat
 showing it. Reported: p50/p99/max.
 
 Usage: .venv/bin/python bench/exporter_live.py [--duration 30] [--json OUT]
-Needs: mtail (Debian package), shared/ beside the repository (<repo>/../shared).
+Needs: mtail (Debian package).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "bench"
+BENCH = REPO / "bench"
 EXPORTER_TOTAL = re.compile(rb"^tailpage_log_lines_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 MTAIL_TOTAL = re.compile(rb"^log_lines_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 
@@ -307,7 +307,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tailpage-bench-live-") as tmp:
         d = Path(tmp)
         pool = d / "pool.log"
-        subprocess.run([sys.executable, str(SHARED / "genlog.py"), str(args.pool_lines), str(pool)],
+        subprocess.run([sys.executable, str(BENCH / "genlog.py"), str(args.pool_lines), str(pool)],
                        check=True)
         blocks = load_pool(pool)
         avg_line = pool.stat().st_size / max(1, sum(n for _, n in blocks))
@@ -315,7 +315,7 @@ def main() -> int:
         log = d / "app.log"
         log.touch()
         (d / "progs").mkdir()
-        shutil.copy(SHARED / "errors.mtail", d / "progs")
+        shutil.copy(BENCH / "calm.mtail", d / "progs")
         before = machine()
 
         def start(log: Path, tag: str) -> list[Tailer]:
