@@ -118,13 +118,24 @@ class Receiver:
             return r.status, await r.json()
 
     async def alertmanager_sends(self, body: dict) -> None:
-        """POST /alerts as Alertmanager does (its user agent, JSON body, bearer token)."""
+        """POST /alerts as Alertmanager does (its user agent, JSON body, bearer token), as if
+        its route grouped by every label: one webhook, one group per alert, so each row of the
+        board has notices of its own (the group model: docs/receiver-groups.md)."""
         headers = {**self.headers, "User-Agent": "Alertmanager/0.25.0"}
-        async with (
-            aiohttp.ClientSession() as s,
-            s.post(self.url + "/alerts", json=body, headers=headers) as r,
-        ):
-            assert r.status == 200, await r.text()
+        for a in body["alerts"]:
+            one = {
+                **body,
+                "alerts": [a],
+                "status": a["status"],
+                "groupKey": f'{{}}:{{fingerprint="{a["fingerprint"]}"}}',
+                "commonLabels": a["labels"],
+                "commonAnnotations": a.get("annotations") or {},
+            }
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(self.url + "/alerts", json=one, headers=headers) as r,
+            ):
+                assert r.status == 200, await r.text()
 
     async def alerts(self) -> dict[str, dict]:
         status, data = await self.get("/api/v1/alerts")
