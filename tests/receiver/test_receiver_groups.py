@@ -6,7 +6,18 @@ from __future__ import annotations
 
 import asyncio
 
-from rcv_helpers import AUTH, alert, base_config, eventually, gid, group_body, wait_for
+from rcv_helpers import (
+    AUTH,
+    alert,
+    base_config,
+    eventually,
+    gid,
+    group_body,
+    store_group,
+    wait_for,
+)
+
+from receiver.store import IncomingAlert
 
 CHANNELS = ("pagerduty", "sms", "slack")
 
@@ -148,3 +159,70 @@ async def test_ack_and_escalation_per_group_single_alert_ack_and_resolve(receive
         assert all(g["acked_by"] for g in body["groups"])
 
     await eventually(g2_gone)
+
+
+async def test_migration_keeps_an_existing_database_working(make_store, backend, monkeypatch):
+    """A database of the previous schema (per-alert notices), with a firing alert whose notice
+    is still pending: after the upgrade the notice goes out as it was, the alert resolves with
+    one announcement, and new webhooks are handled per group."""
+    from receiver.store import postgresql, sqlite
+
+    module = sqlite if backend == "sqlite" else postgresql
+    old = make_store()
+    monkeypatch.setattr(module, "MIGRATIONS", module.MIGRATIONS[:1])  # the schema before groups
+    await old.open()
+
+    async def stmt(sql: str) -> None:  # the rows a receiver of the previous version wrote
+        if backend == "sqlite":
+            old._conn.execute(sql)
+            return
+        async with old._pool.connection() as c:
+            await c.execute(sql)
+
+    await stmt(
+        "INSERT INTO events(fingerprint, status, starts_at, labels, annotations, severity, "
+        "source, received_at) VALUES ('legacy1', 'firing', '2026-01-01T12:00:00Z', "
+        '\'{"alertname": "Old", "severity": "critical"}\', \'{"summary": "old one"}\', '
+        "'critical', 'webhook', 1)"
+    )
+    await stmt(
+        "INSERT INTO alerts(fingerprint, status, severity, labels, annotations, starts_at, "
+        "firing_event_id, first_notified_at, updated_at) VALUES ('legacy1', 'firing', "
+        '\'critical\', \'{"alertname": "Old", "severity": "critical"}\', \'{}\', '
+        "'2026-01-01T12:00:00Z', (SELECT id FROM events), 1, 1)"
+    )
+    await stmt(
+        "INSERT INTO outbox(event_id, fingerprint, channel, kind, created_at, next_attempt_at) "
+        "VALUES ((SELECT id FROM events), 'legacy1', 'slack', 'firing', 1, 1)"
+    )
+    await old.close()
+    monkeypatch.undo()
+
+    s = make_store()
+    await s.open()  # migration 2 on the existing database
+    try:
+        [legacy] = await s.claim_due("w", 2.0, 10, 30)
+        assert legacy.fingerprint == "legacy1" and legacy.group is None
+        assert legacy.labels["alertname"] == "Old"
+        await s.mark_sent(legacy.id, 2.0)
+        [a] = await s.active_alerts()
+        assert a["fingerprint"] == "legacy1" and a["group"] is None
+        # Alertmanager's resolve of it now comes as a group: announced once
+        gone = IncomingAlert(
+            fingerprint="legacy1",
+            status="resolved",
+            starts_at="2026-01-01T12:00:00Z",
+            ends_at=None,
+            labels={"alertname": "Old", "severity": "critical"},
+            annotations={},
+            generator_url=None,
+            severity="critical",
+            channels=(),
+        )
+        res = await s.ingest(store_group(gone, key="old-group"), 3.0)
+        assert len(res.accepted) == 1 and res.deliveries == 1
+        [resolved] = await s.claim_due("w", 3.0, 10, 30)
+        assert resolved.kind == "resolved" and resolved.channel == "slack"
+        assert await s.active_alerts() == []
+    finally:
+        await s.close()

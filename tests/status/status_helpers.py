@@ -137,6 +137,14 @@ class Receiver:
             ):
                 assert r.status == 200, await r.text()
 
+    async def sends_group(self, body: dict) -> None:
+        """POST /alerts one webhook as it is: one Alertmanager group of all its alerts."""
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(self.url + "/alerts", json=body, headers=self.headers) as r,
+        ):
+            assert r.status == 200, await r.text()
+
     async def alerts(self) -> dict[str, dict]:
         status, data = await self.get("/api/v1/alerts")
         assert status == 200, data
