@@ -515,7 +515,9 @@ async def _group_changed(
     """After alerts of the group joined or resolved: the group's new state, and one outbox row
     per channel to tell (a pending one refreshed instead). The number of new outbox rows.
     The caller holds the group's lock."""
-    cur = await c.execute("SELECT * FROM groups WHERE id=%s", (gid,))
+    # FOR UPDATE: an escalation step firing right now (it locks the row, not the advisory
+    # lock) commits first and is read here, instead of being overwritten by a stale copy
+    cur = await c.execute("SELECT * FROM groups WHERE id=%s FOR UPDATE", (gid,))
     r = await cur.fetchone()
     old = rows.group_dict(r, _load) if r else None
     firing = await _group_firing(c, gid)
