@@ -543,19 +543,28 @@ async def _queue_group(
 ) -> int:
     """Outbox rows of a group notification. An update where the channel's last unfinished row
     of the group is a firing or update not yet sent (pending or held by the rate limit) refreshes
-    that row instead: the channel gets the newest state once, not every step of a storm. (A row
-    a worker claims meanwhile is re-checked by the UPDATE's WHERE: then a new row is added.)"""
+    that row instead: the channel gets the newest state once, not every step of a storm."""
     n = 0
     for ch, kind in sends:
         if kind == "update":
+            # FOR UPDATE: a worker's claim either came first (state 'sending': a new row) or
+            # waits for this transaction (and sends the refreshed payload)
             cur = await c.execute(
-                "UPDATE outbox SET payload=%s WHERE id=(SELECT id FROM outbox "
-                "WHERE fingerprint=%s AND channel=%s AND state IN ('pending','sending','held') "
-                "ORDER BY id DESC LIMIT 1) AND state IN ('pending','held') "
-                "AND kind IN ('firing','update')",
-                (Jsonb(payload), gid, ch),
+                "SELECT id, kind, state, payload FROM outbox WHERE fingerprint=%s "
+                "AND channel=%s AND state IN ('pending','sending','held') "
+                "ORDER BY id DESC LIMIT 1 FOR UPDATE",
+                (gid, ch),
             )
-            if cur.rowcount:
+            last = await cur.fetchone()
+            if (
+                last
+                and last["state"] in ("pending", "held")
+                and last["kind"] in ("firing", "update")
+            ):
+                merged = rows.merge_payload(last["payload"], payload)
+                await c.execute(
+                    "UPDATE outbox SET payload=%s WHERE id=%s", (Jsonb(merged), last["id"])
+                )
                 continue
         await c.execute(
             "INSERT INTO outbox(event_id, fingerprint, channel, kind, step, created_at, "

@@ -395,6 +395,20 @@ def group_payload(
     }
 
 
+def merge_payload(older: dict[str, Any] | None, newer: dict[str, Any]) -> dict[str, Any]:
+    """An update refreshing a message not sent yet: the newest state, and the changes of both
+    (what joined and resolved since the last message that went out)."""
+    if not older:
+        return newer
+    gone = [*newer["resolved_top"], *older["resolved_top"]][:TOP_ALERTS]
+    return {
+        **newer,
+        "joined": older["joined"] + newer["joined"],
+        "resolved": older["resolved"] + newer["resolved"],
+        "resolved_top": gone,
+    }
+
+
 def group_dict(r: Row, load: Load) -> dict[str, Any]:
     """A groups row with JSON columns decoded."""
     return {k: load(r[k]) if k in GROUP_JSON else r[k] for k in GROUP_COLUMNS}

@@ -391,7 +391,7 @@ def _queue_group(
     body = _j(payload)
     for ch, kind in sends:
         last = c.execute(
-            "SELECT id, kind, state FROM outbox WHERE fingerprint=? AND channel=? "
+            "SELECT id, kind, state, payload FROM outbox WHERE fingerprint=? AND channel=? "
             "AND state IN ('pending','sending','held') ORDER BY id DESC LIMIT 1",
             (gid, ch),
         ).fetchone()
@@ -401,7 +401,8 @@ def _queue_group(
             and last["state"] in ("pending", "held")
             and last["kind"] in ("firing", "update")
         ):
-            c.execute("UPDATE outbox SET payload=? WHERE id=?", (body, last["id"]))
+            merged = rows.merge_payload(_load(last["payload"]), payload)
+            c.execute("UPDATE outbox SET payload=? WHERE id=?", (_j(merged), last["id"]))
             continue
         c.execute(
             "INSERT INTO outbox(event_id, fingerprint, channel, kind, step, created_at, "

@@ -17,6 +17,8 @@ from rcv_helpers import (
     wait_for,
 )
 
+from receiver.deliver import Deliverer
+from receiver.state import STATE
 from receiver.store import IncomingAlert
 
 CHANNELS = ("pagerduty", "sms", "slack")
@@ -226,3 +228,35 @@ async def test_migration_keeps_an_existing_database_working(make_store, backend,
         assert await s.active_alerts() == []
     finally:
         await s.close()
+
+
+async def test_a_channel_that_was_down_gets_the_newest_state_once(receiver, sink):
+    """Slack fails while the group grows three times: its pending notice is refreshed, not
+    queued again, so when Slack is back it gets ONE message with the newest count. Delivery is
+    driven tick by tick so the order of events is the test's, not the scheduler's."""
+    sink.fail["slack"] = 10**6
+    client = await receiver(base_config(sink), workers=False)
+    state = client.app[STATE]
+    deliver = Deliverer(state.cfg, state.store, state.metrics, state.wake)
+    key = '{}:{alertname="PodCrash"}'
+    alerts: list[dict] = []
+
+    async def grow(step: int) -> None:
+        alerts.extend(alert(f"c{step}{i}", pod=f"web-{step}{i}") for i in range(3))
+        r = await client.post("/alerts", json=group_body(key, alerts), headers=AUTH)
+        assert (await r.json())["accepted"] == 3
+
+    await grow(0)
+    await deliver.tick("t")  # pagerduty and sms sent; slack failed, to be retried
+    assert len(sink.to("sms")) == 1 and sink.fail["slack"] < 10**6
+    for step in (1, 2, 3):
+        await grow(step)
+    sink.fail["slack"] = 0
+    await asyncio.sleep(0.5)  # past the retry backoff
+    while await deliver.tick("t"):
+        pass
+    [slack] = sink.to("slack")  # the first notice, refreshed: one message, the newest count
+    assert slack["title"] == "[CRITICAL] PodCrash — shop: 12 firing"
+    # sms got the first notice, then the three changes folded into one update
+    assert len(sink.to("sms")) == 2
+    assert sink.to("sms")[1]["message"].startswith("[CRITICAL] PodCrash - shop: 12 firing (+9 new)")
