@@ -13,6 +13,7 @@ import fastjsonschema
 import orjson
 from aiohttp import web
 
+from . import heartbeat
 from .config import Auth
 from .route import route
 from .state import STATE, State
@@ -88,8 +89,9 @@ async def handle_alerts(request: web.Request) -> web.Response:
             state, "schema", 400, f"not an Alertmanager v4 webhook: {where.strip()[:300]}"
         )
 
+    others, pings = heartbeat.split_pings(cfg.heartbeats, data["alerts"])
     alerts = []
-    for a in data["alerts"]:
+    for a in others:
         labels = a["labels"]
         r = route(cfg, labels)
         alerts.append(
@@ -109,6 +111,8 @@ async def handle_alerts(request: web.Request) -> web.Response:
         )
     try:
         res = await state.store.ingest(alerts, state.clock())
+        if pings:
+            await heartbeat.record_pings(state, pings)
     except StoreError:
         state.metrics.webhooks_rejected.labels("store").inc()
         raise  # app's middleware answers 503, so Alertmanager retries

@@ -3,6 +3,7 @@
 from .base import (
     Delivery,
     EscalationFired,
+    HeartbeatState,
     IncomingAlert,
     IngestResult,
     Store,
@@ -13,6 +14,7 @@ from .base import (
 __all__ = [
     "Delivery",
     "EscalationFired",
+    "HeartbeatState",
     "IncomingAlert",
     "IngestResult",
     "Store",

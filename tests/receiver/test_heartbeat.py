@@ -1,0 +1,281 @@
+"""Heartbeats (dead man's switch): a real receiver app on loopback, on both stores, with a fake
+clock driving the heartbeat timer while delivery and the timer loops run for real."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from importlib import resources
+
+import fastjsonschema
+import pytest
+from rcv_helpers import AUTH, base_config, eventually, one_alert, wait_for
+
+from receiver import config as config_mod
+from receiver import heartbeat
+from receiver.app import build_app
+from receiver.state import STATE
+
+PERIOD, GRACE = 60.0, 30.0  # fake seconds: realistic values, no waiting
+
+
+class Clock:
+    """The receiver's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def hb_config(sink, **hb) -> dict:
+    cfg = base_config(sink)
+    cfg["heartbeats"] = [{"name": "alertmanager", "period": "60s", "grace": "30s", **hb}]
+    return cfg
+
+
+def watchdog(fp: str = "wd00000000000001", status: str = "firing") -> dict:
+    return one_alert(fp, status, severity="none", alertname="Watchdog")
+
+
+@pytest.fixture
+def start_app(aiohttp_client, make_store):
+    """start(cfg, clock) -> client of a receiver app with every background loop running."""
+
+    async def start(cfg: dict, clock: Clock):
+        app = build_app(config_mod.from_dict(cfg, "test.yml"), store=make_store(), clock=clock)
+        return await aiohttp_client(app)
+
+    return start
+
+
+async def post(client, body: dict) -> dict:
+    r = await client.post("/alerts", json=body, headers=AUTH)
+    assert r.status == 200, await r.text()
+    return await r.json()
+
+
+async def metric(client, name: str) -> float | None:
+    text = await (await client.get("/metrics")).text()
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{heartbeat="alertmanager"}} '):
+            return float(line.split()[-1])
+    return None
+
+
+async def settle(client, seconds: float = 0.5) -> None:
+    """Let the timer loop (poll 100 ms) and the delivery workers run a few rounds."""
+    await asyncio.sleep(seconds)
+
+
+def missing_notes(sink, channel: str) -> list[dict]:
+    return [b for b in sink.to(channel) if "HeartbeatMissing" in b["title"] + b["message"]]
+
+
+async def test_missing_pings_page_through_the_routes_and_resume_resolves(start_app, sink):
+    clock = Clock()
+    t0 = clock.t
+    client = await start_app(hb_config(sink), clock)
+
+    # not armed: no ping ever, nothing raised however long we wait
+    clock.t += 10 * (PERIOD + GRACE)
+    await settle(client)
+    assert sink.got == []
+
+    # the ping: stored nowhere as an alert, routed nowhere; a re-sent copy is a ping too
+    assert await post(client, watchdog()) == {"accepted": 0, "duplicates": 0}
+    first = clock.t
+    clock.t += 50
+    assert await post(client, watchdog()) == {"accepted": 0, "duplicates": 0}
+    last = clock.t
+    assert await metric(client, "tailpage_receiver_heartbeat_last_ping_timestamp_seconds") == last
+    alerts = await (await client.get("/api/v1/alerts", headers=AUTH)).json()
+    assert alerts["alerts"] == []
+    assert first > t0
+
+    clock.t = last + PERIOD + GRACE - 1  # due, not yet overdue
+    await settle(client)
+    assert sink.got == []
+    assert await metric(client, "tailpage_receiver_heartbeat_missing") == 0
+
+    clock.t = last + PERIOD + GRACE + 1
+    await wait_for(lambda: len(sink.got) == 3, what="HeartbeatMissing on the critical route")
+    for ch in ("pagerduty", "sms", "slack"):
+        [note] = missing_notes(sink, ch)
+    assert "No heartbeat alertmanager for 1m30s" in note["message"]
+    assert "heartbeat=alertmanager" in note["message"]
+    assert missing_notes(sink, "slack")[0]["title"] == "[CRITICAL] HeartbeatMissing"
+    [active] = (await (await client.get("/api/v1/alerts", headers=AUTH)).json())["alerts"]
+    assert active["labels"] == {
+        "alertname": "HeartbeatMissing",
+        "heartbeat": "alertmanager",
+        "severity": "critical",
+    }
+    assert await metric(client, "tailpage_receiver_heartbeat_missing") == 1
+
+    # it stays one page: later ticks do not raise it again, and the on-call person can ack it
+    clock.t += 3600
+    await settle(client)
+    assert len(sink.got) == 3
+    r = await client.post(f"/api/v1/alerts/{active['fingerprint']}/ack", headers=AUTH)
+    assert r.status == 200
+
+    # pings resume: resolved on every channel that carried the page
+    await post(client, watchdog())
+    await wait_for(lambda: len(sink.got) == 6, what="the resolve")
+    assert all(
+        (b["title"] or b["message"]).startswith("[RESOLVED] HeartbeatMissing")
+        for _, b, _ in sink.got[3:]
+    )
+    assert await metric(client, "tailpage_receiver_heartbeat_missing") == 0
+
+    async def no_active():
+        got = await (await client.get("/api/v1/alerts", headers=AUTH)).json()
+        assert got["alerts"] == []
+
+    await eventually(no_active)
+
+    # missing again: a new episode, paged again
+    clock.t += PERIOD + GRACE + 1
+    await wait_for(lambda: len(sink.got) == 9, what="the second episode")
+    assert len(missing_notes(sink, "sms")) == 3
+
+
+async def test_watchdog_is_consumed_other_alerts_of_the_webhook_are_not(start_app, sink):
+    clock = Clock()
+    client = await start_app(hb_config(sink, labels={"severity": "high", "team": "infra"}), clock)
+    # a resolved Watchdog is consumed too but is no ping: it does not arm the heartbeat
+    body = watchdog(status="resolved")
+    body["alerts"].append(one_alert("real000000000001", severity="high")["alerts"][0])
+    assert await post(client, body) == {"accepted": 1, "duplicates": 0}
+    await wait_for(lambda: len(sink.got) == 1, what="the other alert")
+    assert sink.got[0][0] == "slack" and "Watchdog" not in json.dumps(sink.got[0][1])
+    clock.t += 10 * (PERIOD + GRACE)
+    await settle(client)
+    assert len(sink.got) == 1
+
+    body = watchdog()
+    body["alerts"].append(one_alert("real000000000002", severity="high")["alerts"][0])
+    assert await post(client, body) == {"accepted": 1, "duplicates": 0}
+    await wait_for(lambda: len(sink.got) == 2, what="the second other alert")
+    # the page's labels come from the config (severity high routes to slack only)
+    clock.t += PERIOD + GRACE + 1
+    await wait_for(lambda: len(sink.got) == 3, what="HeartbeatMissing on the high route")
+    name, note, _ = sink.got[2]
+    assert name == "slack" and note["title"] == "[HIGH] HeartbeatMissing"
+    assert "team=infra" in note["message"]
+    await settle(client)
+    assert len(sink.got) == 3
+
+
+async def test_restart_keeps_state_and_a_receiver_that_was_down_does_not_page(start_app, sink):
+    clock = Clock()
+    client = await start_app(hb_config(sink), clock)
+    await post(client, watchdog())
+    await client.close()  # the receiver stops ...
+
+    clock.t += 3600  # ... for an hour: Alertmanager could not deliver any ping meanwhile
+    started = clock.t
+    client = await start_app(hb_config(sink), clock)
+    clock.t = started + PERIOD + GRACE - 1  # the restarted receiver gives Alertmanager time
+    await settle(client)
+    assert sink.got == []
+    # the armed state survived the restart: with no ping after that time, it pages
+    clock.t = started + PERIOD + GRACE + 1
+    await wait_for(lambda: len(sink.got) == 3, what="HeartbeatMissing after the restart grace")
+    assert len(missing_notes(sink, "pagerduty")) == 1
+
+    # a restart while it is missing neither pages again nor forgets to resolve
+    await client.close()
+    clock.t += 5
+    client = await start_app(hb_config(sink), clock)
+    clock.t += PERIOD + GRACE + 1
+    await settle(client)
+    assert len(sink.got) == 3
+    await post(client, watchdog())
+    await wait_for(lambda: len(sink.got) == 6, what="the resolve after the restart")
+    assert len(missing_notes(sink, "pagerduty")) == 2
+
+
+async def test_pings_that_keep_coming_within_period_and_grace_never_page(start_app, sink):
+    clock = Clock()
+    client = await start_app(hb_config(sink), clock)
+    for _ in range(20):  # Alertmanager's repeat_interval at the period, sometimes late
+        await post(client, watchdog())
+        clock.t += PERIOD + GRACE - 5
+        await asyncio.sleep(0.15)
+    assert sink.got == []
+
+
+async def test_two_replicas_raise_and_resolve_it_exactly_once(
+    backend, aiohttp_client, make_store, sink
+):
+    if backend != "postgresql":
+        pytest.skip("replicas share a PostgreSQL store (a SQLite file has one owner)")
+    clock = Clock()
+    cfg = config_mod.from_dict(hb_config(sink), "test.yml")
+    apps = [build_app(cfg, store=make_store(), clock=clock, workers=False) for _ in range(2)]
+    clients = [await aiohttp_client(a) for a in apps]
+    states = [a[STATE] for a in apps]
+    await post(clients[0], watchdog())
+    started = clock.t
+    clock.t += PERIOD + GRACE + 1
+    for _ in range(5):  # both replicas judge at the same moment, over and over
+        await asyncio.gather(*(heartbeat.tick(s, started, clock.t) for s in states))
+    hist = await states[0].store.queue_depth()
+    assert hist == {"pagerduty": 1, "sms": 1, "slack": 1}
+    [alert] = await states[1].store.active_alerts()
+    assert alert["labels"]["alertname"] == "HeartbeatMissing"
+
+    await post(clients[1], watchdog())
+    for _ in range(5):
+        await asyncio.gather(*(heartbeat.tick(s, started, clock.t) for s in states))
+    assert await states[0].store.queue_depth() == {"pagerduty": 2, "sms": 2, "slack": 2}
+    assert await states[0].store.active_alerts() == []
+
+
+async def test_claiming_the_missing_episode_has_one_winner(store):
+    await store.heartbeat_pinged(["a", "b"], 100.0)
+    await store.heartbeat_pinged(["a"], 90.0)  # a late, older ping does not move it back
+    states = await store.heartbeat_states()
+    assert states["a"].last_ping_at == 100.0 and states["a"].missing_since is None
+    wins = await asyncio.gather(
+        *(store.heartbeat_claim_missing("a", 100.0, 190.0) for _ in range(20))
+    )
+    assert wins.count(True) == 1
+    # a ping since the caller looked: no claim
+    await store.heartbeat_pinged(["b"], 150.0)
+    assert not await store.heartbeat_claim_missing("b", 100.0, 190.0)
+    await store.heartbeat_announced("a", 190.0)
+    assert (await store.heartbeat_states())["a"].announced
+    clears = await asyncio.gather(*(store.heartbeat_clear_missing("a", 190.0) for _ in range(5)))
+    assert clears.count(True) == 1
+    assert (await store.heartbeat_states())["a"].missing_since is None
+
+
+def test_the_raised_alert_is_an_alertmanager_webhook():
+    """The alert is built as Alertmanager would send it: valid against the webhook schema intake
+    uses, so it can go through intake's conversion whatever that becomes."""
+    validate = fastjsonschema.compile(
+        json.loads(resources.files("receiver").joinpath("webhook.schema.json").read_text())
+    )
+    cfg = config_mod.from_dict(
+        {"channels": {"c": {"url": "console://"}}, "heartbeats": [{"name": "am"}]}, "t.yml"
+    )
+    hb = cfg.heartbeats[0]
+    assert hb.match == {"alertname": "Watchdog"} and hb.labels == {"severity": "critical"}
+    assert (hb.period_s, hb.grace_s) == (60.0, 60.0)
+    body = heartbeat.missing_webhook(hb, "firing", 1_700_000_000.0, 1_699_999_880.0, 0.0)
+    validate(body)
+    [a] = body["alerts"]
+    assert a["startsAt"] == "2023-11-14T22:13:20.000Z"
+    assert a["labels"] == {
+        "alertname": "HeartbeatMissing",
+        "heartbeat": "am",
+        "severity": "critical",
+    }
+    again = heartbeat.missing_webhook(hb, "resolved", 1_700_000_000.0, 1_699_999_880.0, 1.0)
+    assert again["alerts"][0]["fingerprint"] == a["fingerprint"]
+    assert again["groupKey"] == body["groupKey"]
