@@ -28,6 +28,7 @@ from .store import IncomingAlert, StoreError
 log = logging.getLogger("tailpage.receiver.heartbeat")
 
 ALERTNAME = "HeartbeatMissing"
+RUNBOOK = "https://github.com/tailpage/tailpage/blob/main/docs/runbook.md#heartbeatmissing"
 
 
 def _matches(hb: Heartbeat, labels: dict[str, str]) -> bool:
@@ -100,6 +101,7 @@ def missing_webhook(
                         "the route from Alertmanager to this receiver broken: other alerts may "
                         "not be reaching you either."
                     ),
+                    "runbook_url": RUNBOOK,
                 },
                 "startsAt": _iso(missing_since),
                 "endsAt": _iso(now) if status == "resolved" else "0001-01-01T00:00:00Z",
