@@ -350,3 +350,33 @@ async def test_a_watchdog_inside_an_alert_storm_is_still_a_ping(start_app, sink,
         await metric(client, "tailpage_receiver_heartbeat_last_ping_timestamp_seconds") == clock.t
     )
     assert sink.got == []
+
+
+async def test_the_page_escalates_until_acknowledged_like_any_alert(start_app, sink):
+    clock = Clock()
+    cfg = hb_config(sink)
+    cfg["routes"] = [
+        {
+            "match": {"alertname": "HeartbeatMissing"},
+            "channels": ["slack"],
+            "escalate": [
+                {"after": "5m", "channels": ["sms"]},
+                {"after": "10m", "channels": ["pagerduty"]},
+            ],
+        }
+    ]
+    client = await start_app(cfg, clock)
+    await post(client, watchdog())
+    clock.t += PERIOD + GRACE + 1
+    await wait_for(lambda: len(sink.to("slack")) == 1, what="the page")
+    await drained(client)
+    clock.t += 301
+    await wait_for(lambda: len(sink.to("sms")) == 1, what="escalation step 1")
+    assert "escalation 1: not acknowledged" in sink.to("sms")[0]["message"]
+    await drained(client)
+    [alert] = (await (await client.get("/api/v1/alerts", headers=AUTH)).json())["alerts"]
+    r = await client.post(f"/api/v1/alerts/{alert['fingerprint']}/ack?by=alice", headers=AUTH)
+    assert r.status == 200
+    clock.t += 600
+    await settle(client)
+    assert sink.to("pagerduty") == []  # acknowledged: step 2 never fires
