@@ -13,6 +13,7 @@ import fastjsonschema
 import orjson
 from aiohttp import web
 
+from . import heartbeat
 from .config import Auth, Config
 from .route import route, severity
 from .state import STATE, State
@@ -140,9 +141,12 @@ async def handle_alerts(request: web.Request) -> web.Response:
             state, "schema", 400, f"not an Alertmanager v4 webhook: {where.strip()[:300]}"
         )
 
-    group = build_group(cfg, data)
+    others, pings = heartbeat.split_pings(cfg.heartbeats, data["alerts"])
+    group = build_group(cfg, heartbeat.without_pings(data, others))
     try:
         res = await state.store.ingest(group, state.clock())
+        if pings:
+            await heartbeat.record_pings(state, pings)
     except StoreError:
         state.metrics.webhooks_rejected.labels("store").inc()
         raise  # app's middleware answers 503, so Alertmanager retries

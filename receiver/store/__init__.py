@@ -3,6 +3,7 @@
 from .base import (
     Delivery,
     EscalationFired,
+    HeartbeatState,
     IncomingAlert,
     IncomingGroup,
     IngestResult,
@@ -14,6 +15,7 @@ from .base import (
 __all__ = [
     "Delivery",
     "EscalationFired",
+    "HeartbeatState",
     "IncomingAlert",
     "IncomingGroup",
     "IngestResult",

@@ -94,6 +94,16 @@ class EscalationFired:
     channels: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class HeartbeatState:
+    """A heartbeat's row (receiver/heartbeat.py). No row, or no last ping: not armed yet."""
+
+    name: str
+    last_ping_at: float | None
+    missing_since: float | None  # HeartbeatMissing fires from then (its startsAt); None: fine
+    announced: bool  # the firing HeartbeatMissing of missing_since is in the store
+
+
 class Store(Protocol):
     """What the receiver needs from storage. Implementations: sqlite.SQLiteStore (default)."""
 
@@ -164,6 +174,25 @@ class Store(Protocol):
 
     async def queue_depth(self) -> dict[str, int]:
         """Unfinished outbox rows (pending, sending, held) per channel."""
+
+    # -- heartbeats (dead man's switches, receiver/heartbeat.py) --------------------------------
+
+    async def heartbeat_pinged(self, names: list[str], now: float) -> None:
+        """Record a ping of each heartbeat (arms it); last_ping_at never goes back."""
+
+    async def heartbeat_states(self) -> dict[str, HeartbeatState]: ...
+
+    async def heartbeat_claim_missing(
+        self, name: str, last_ping_at: float, missing_since: float
+    ) -> bool:
+        """Conditional update in one transaction: mark the heartbeat missing from missing_since
+        unless it already is or a ping came since last_ping_at. True for exactly one caller."""
+
+    async def heartbeat_announced(self, name: str, missing_since: float) -> None:
+        """The firing HeartbeatMissing of that episode is stored."""
+
+    async def heartbeat_clear_missing(self, name: str, missing_since: float) -> bool:
+        """End that episode (its resolve is stored). True for exactly one caller."""
 
 
 def sqlite_path(url: str) -> str:

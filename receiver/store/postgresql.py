@@ -37,6 +37,7 @@ from . import rows
 from .base import (
     Delivery,
     EscalationFired,
+    HeartbeatState,
     IncomingAlert,
     IncomingGroup,
     IngestResult,
@@ -109,6 +110,12 @@ MIGRATIONS = [
       firing integer NOT NULL DEFAULT 0);
     CREATE INDEX groups_next_escalation ON groups(next_escalation_at)
       WHERE next_escalation_at IS NOT NULL;
+    """,
+    # 3: heartbeats (dead man's switches)
+    """
+    CREATE TABLE heartbeats(
+      name text PRIMARY KEY, last_ping_at double precision, missing_since double precision,
+      announced boolean NOT NULL DEFAULT false);
     """,
 ]
 _GROUP_UPSERT = rows.group_upsert_sql("%s")
@@ -439,6 +446,55 @@ class PostgreSQLStore:
             return {r["channel"]: r["n"] for r in await cur.fetchall()}
 
         return await self._tx(op)
+
+    # -- heartbeats ----------------------------------------------------------------------------
+    # The conditional updates below take the row lock; a replica that waited for it re-reads the
+    # row (READ COMMITTED) and finds the WHERE no longer true, so exactly one replica wins.
+
+    async def heartbeat_pinged(self, names: list[str], now: float) -> None:
+        async def op(c: Conn) -> None:
+            for name in sorted(set(names)):  # one lock order for every replica
+                await c.execute(
+                    "INSERT INTO heartbeats(name, last_ping_at) VALUES (%s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET last_ping_at="
+                    "greatest(heartbeats.last_ping_at, excluded.last_ping_at)",
+                    (name, now),
+                )
+
+        await self._tx(op)
+
+    async def heartbeat_states(self) -> dict[str, HeartbeatState]:
+        async def op(c: Conn) -> dict[str, HeartbeatState]:
+            cur = await c.execute(
+                "SELECT name, last_ping_at, missing_since, announced FROM heartbeats"
+            )
+            return {r["name"]: HeartbeatState(**r) for r in await cur.fetchall()}
+
+        return await self._tx(op)
+
+    async def heartbeat_claim_missing(
+        self, name: str, last_ping_at: float, missing_since: float
+    ) -> bool:
+        n = await self._exec(
+            "UPDATE heartbeats SET missing_since=%s, announced=false "
+            "WHERE name=%s AND missing_since IS NULL AND last_ping_at=%s",
+            (missing_since, name, last_ping_at),
+        )
+        return n > 0
+
+    async def heartbeat_announced(self, name: str, missing_since: float) -> None:
+        await self._exec(
+            "UPDATE heartbeats SET announced=true WHERE name=%s AND missing_since=%s",
+            (name, missing_since),
+        )
+
+    async def heartbeat_clear_missing(self, name: str, missing_since: float) -> bool:
+        n = await self._exec(
+            "UPDATE heartbeats SET missing_since=NULL, announced=false "
+            "WHERE name=%s AND missing_since=%s",
+            (name, missing_since),
+        )
+        return n > 0
 
 
 # -- operations: each runs inside the transaction _tx opened ----------------------------------

@@ -23,6 +23,7 @@ from . import rows
 from .base import (
     Delivery,
     EscalationFired,
+    HeartbeatState,
     IncomingAlert,
     IncomingGroup,
     IngestResult,
@@ -71,6 +72,12 @@ MIGRATIONS = [
       next_escalation_at REAL, firing INTEGER NOT NULL DEFAULT 0);
     CREATE INDEX groups_next_escalation ON groups(next_escalation_at)
       WHERE next_escalation_at IS NOT NULL;
+    """,
+    # 3: heartbeats (dead man's switches)
+    """
+    CREATE TABLE heartbeats(
+      name TEXT PRIMARY KEY, last_ping_at REAL, missing_since REAL,
+      announced INTEGER NOT NULL DEFAULT 0);
     """,
 ]
 _GROUP_UPSERT = rows.group_upsert_sql("?")
@@ -291,6 +298,52 @@ class SQLiteStore:
                     "GROUP BY channel"
                 )
             }
+        )
+
+    # -- heartbeats ----------------------------------------------------------------------------
+
+    async def heartbeat_pinged(self, names: list[str], now: float) -> None:
+        await self._call(
+            lambda c: c.executemany(
+                "INSERT INTO heartbeats(name, last_ping_at) VALUES (?,?) ON CONFLICT(name) "
+                "DO UPDATE SET last_ping_at=max(coalesce(last_ping_at, 0), excluded.last_ping_at)",
+                [(n, now) for n in names],
+            )
+        )
+
+    async def heartbeat_states(self) -> dict[str, HeartbeatState]:
+        return await self._call(
+            lambda c: {
+                r[0]: HeartbeatState(r[0], r[1], r[2], bool(r[3]))
+                for r in c.execute(
+                    "SELECT name, last_ping_at, missing_since, announced FROM heartbeats"
+                )
+            }
+        )
+
+    async def heartbeat_claim_missing(
+        self, name: str, last_ping_at: float, missing_since: float
+    ) -> bool:
+        return await self._call(
+            _rowcount,
+            "UPDATE heartbeats SET missing_since=?, announced=0 "
+            "WHERE name=? AND missing_since IS NULL AND last_ping_at=?",
+            (missing_since, name, last_ping_at),
+        )
+
+    async def heartbeat_announced(self, name: str, missing_since: float) -> None:
+        await self._call(
+            _rowcount,
+            "UPDATE heartbeats SET announced=1 WHERE name=? AND missing_since=?",
+            (name, missing_since),
+        )
+
+    async def heartbeat_clear_missing(self, name: str, missing_since: float) -> bool:
+        return await self._call(
+            _rowcount,
+            "UPDATE heartbeats SET missing_since=NULL, announced=0 "
+            "WHERE name=? AND missing_since=?",
+            (name, missing_since),
         )
 
 
@@ -753,3 +806,7 @@ def _dead_letters(c: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
             (limit,),
         )
     ]
+
+
+def _rowcount(c: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> bool:
+    return c.execute(sql, params).rowcount > 0

@@ -23,7 +23,7 @@ from rcv_helpers import (  # tests/receiver (conftest)
 from receiver import config as config_mod
 from receiver.app import build_app
 from receiver.store import IncomingAlert, StoreError
-from receiver.store.postgresql import PostgreSQLStore
+from receiver.store.postgresql import MIGRATIONS, PostgreSQLStore
 
 
 def _group(fp: str, status: str = "firing", channels=("slack", "sms"), escalation=()):
@@ -55,15 +55,18 @@ async def replicas(pg_server: PgServer, pg_db: str):
 
 
 async def test_replicas_starting_together_migrate_once(pg_server: PgServer, pg_db: str, replicas):
+    # 1: base, 2: groups, 3: heartbeats
+    assert len(MIGRATIONS) == 3
     assert pg_server.sql(pg_db, "SELECT version FROM tailpage_schema_version ORDER BY 1") == [
         (1,),
         (2,),
+        (3,),
     ]
     # and a restart on the migrated schema changes nothing
     s = PostgreSQLStore(pg_server.dsn(pg_db))
     await s.open()
     await s.close()
-    assert pg_server.sql(pg_db, "SELECT count(*) FROM tailpage_schema_version") == [(2,)]
+    assert pg_server.sql(pg_db, "SELECT count(*) FROM tailpage_schema_version") == [(3,)]
 
 
 async def test_same_alerts_to_every_replica_at_once_are_stored_once(pg_server, pg_db, replicas):
