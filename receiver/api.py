@@ -1,4 +1,5 @@
-"""API: active alerts, ack, manual resolve, history, dead letters. Same auth as intake.
+"""API: active alerts and groups, ack, manual resolve, history, dead letters. Same auth as
+intake. Groups (docs/receiver-groups.md) are acked and resolved as a whole or alert by alert.
 
 Answers carry channel NAMES and delivery states, never channel URLs.
 """
@@ -23,11 +24,19 @@ def _auth(request: web.Request) -> str | None:
 async def get_alerts(request: web.Request) -> web.Response:
     if _auth(request) is None:
         return unauthorized(request.app[STATE].cfg.auth)
-    alerts = await request.app[STATE].store.active_alerts()
+    store = request.app[STATE].store
+    alerts = await store.active_alerts()
     counts: dict[str, int] = {}
     for a in alerts:
         counts[a["severity"]] = counts.get(a["severity"], 0) + 1
-    return web.json_response({"counts": counts, "alerts": alerts})
+    groups = await store.active_groups()
+    return web.json_response({"counts": counts, "alerts": alerts, "groups": groups})
+
+
+async def get_groups(request: web.Request) -> web.Response:
+    if _auth(request) is None:
+        return unauthorized(request.app[STATE].cfg.auth)
+    return web.json_response({"groups": await request.app[STATE].store.active_groups()})
 
 
 async def _who(request: web.Request, caller: str) -> str | web.Response:
@@ -56,13 +65,17 @@ async def _act(request: web.Request, action: str) -> web.Response:
     who = await _who(request, caller)
     if isinstance(who, web.Response):
         return who
-    fp = request.match_info["fingerprint"]
-    fn = state.store.ack if action == "ack" else state.store.resolve
-    if not await fn(fp, who, state.clock()):
-        return web.json_response({"error": f"no firing alert with fingerprint {fp}"}, status=404)
+    if "group" in request.match_info:
+        key, ident, what = "group", request.match_info["group"], "group"
+        fn = state.store.ack_group if action == "ack" else state.store.resolve_group
+    else:
+        key, ident, what = "fingerprint", request.match_info["fingerprint"], "alert"
+        fn = state.store.ack if action == "ack" else state.store.resolve
+    if not await fn(ident, who, state.clock()):
+        return web.json_response({"error": f"no firing {what} with {key} {ident}"}, status=404)
     if action == "resolve":
         state.wake.set()
-    return web.json_response({"fingerprint": fp, action: True, "by": who})
+    return web.json_response({key: ident, action: True, "by": who})
 
 
 async def post_ack(request: web.Request) -> web.Response:
@@ -99,5 +112,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/alerts", get_alerts)
     app.router.add_post("/api/v1/alerts/{fingerprint}/ack", post_ack)
     app.router.add_post("/api/v1/alerts/{fingerprint}/resolve", post_resolve)
+    app.router.add_get("/api/v1/groups", get_groups)
+    app.router.add_post("/api/v1/groups/{group}/ack", post_ack)
+    app.router.add_post("/api/v1/groups/{group}/resolve", post_resolve)
     app.router.add_get("/api/v1/history", get_history)
     app.router.add_get("/api/v1/dead-letters", get_dead_letters)

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import api, escalate, status
+from . import api, escalate, heartbeat, status
 from .config import Config, redact_dsn
 from .deliver import Deliverer, contain_library_logs
 from .intake import handle_alerts
@@ -79,6 +79,7 @@ def build_app(
     m = Metrics()
     m.init_channels(list(cfg.channels))
     m.init_escalation_steps(max((len(r.escalate) for r in cfg.routes or ()), default=0))
+    m.init_heartbeats([h.name for h in cfg.heartbeats])
     state = State(
         cfg=cfg, store=store or open_store(cfg.store, cfg.store_timeout_s), metrics=m, clock=clock
     )
@@ -112,6 +113,12 @@ def build_app(
                     name="escalate",
                 )
             )
+            if cfg.heartbeats:
+                others.append(
+                    asyncio.create_task(
+                        heartbeat.run(state, cfg.escalation_poll_s), name="heartbeat"
+                    )
+                )
         state.ready = True
         yield
         state.ready = False

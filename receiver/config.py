@@ -90,6 +90,17 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True)
+class Heartbeat:
+    """A dead man's switch: a firing alert matching `match` is expected every `period`."""
+
+    name: str
+    match: dict[str, str]
+    period_s: float
+    grace_s: float
+    labels: dict[str, str]  # of the HeartbeatMissing alert (severity defaults to critical)
+
+
+@dataclass(frozen=True)
 class Auth:
     bearer_token: str | None = None
     username: str | None = None
@@ -114,6 +125,7 @@ class Config:
     routes: list[Route] | None  # None: the default severity policy
     delivery: DeliverySettings
     escalation_poll_s: float
+    heartbeats: tuple[Heartbeat, ...] = ()
 
 
 _KIND_BY_SCHEME = {
@@ -411,7 +423,7 @@ def _build(d: dict[str, Any], file: str, base: Path) -> Config:
         store = _with_password(store, pw)
 
     dl = d["delivery"]
-    return Config(
+    cfg = Config(
         source=file,
         listen_host=host,
         listen_port=port,
@@ -435,6 +447,39 @@ def _build(d: dict[str, Any], file: str, base: Path) -> Config:
         ),
         escalation_poll_s=parse_duration(d["escalation"]["poll_interval"]),
     )
+    cfg.heartbeats = _heartbeats(d.get("heartbeats") or [], file)
+    return cfg
+
+
+# set by the receiver on the HeartbeatMissing alert (receiver/heartbeat.py)
+HEARTBEAT_OWN_LABELS = ("alertname", "heartbeat")
+
+
+def _heartbeats(items: list[dict[str, Any]], file: str) -> tuple[Heartbeat, ...]:
+    out: list[Heartbeat] = []
+    for i, h in enumerate(items):
+        if any(h["name"] == o.name for o in out):
+            raise ConfigError(file, f"heartbeats[{i}].name", "expected a unique heartbeat name")
+        for key in HEARTBEAT_OWN_LABELS:
+            if key in h["labels"]:
+                raise ConfigError(
+                    file,
+                    f"heartbeats[{i}].labels.{key}",
+                    "expected no alertname or heartbeat label (the receiver sets them)",
+                )
+        period = parse_duration(h["period"])
+        if period <= 0:
+            raise ConfigError(file, f"heartbeats[{i}].period", "expected a duration above 0")
+        out.append(
+            Heartbeat(
+                name=h["name"],
+                match=dict(h["match"]),
+                period_s=period,
+                grace_s=parse_duration(h["grace"]),
+                labels=dict(h["labels"]),
+            )
+        )
+    return tuple(out)
 
 
 def _with_password(dsn: str, password: str) -> str:

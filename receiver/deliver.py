@@ -111,6 +111,12 @@ def retry_delay(attempt: int, s: DeliverySettings, jitter: float | None = None) 
     return min(s.backoff_max_s, s.backoff_initial_s * 2 ** min(attempt - 1, 60)) * factor
 
 
+def _what(d: Delivery) -> str:
+    if d.group is not None:
+        return f"group {d.fingerprint}"
+    return f"alert {d.fingerprint}" if d.fingerprint else "digest"
+
+
 class Deliverer:
     def __init__(
         self,
@@ -182,7 +188,7 @@ class Deliverer:
             await self.store.mark_sent(d.id, now)
             self.metrics.notifications.labels(d.channel, "success").inc()
             self.metrics.latency.labels(d.channel).observe(max(0.0, now - d.created_at))
-            log.info("sent %s %s of %s to %s", d.kind, d.id, d.fingerprint or "digest", d.channel)
+            log.info("sent %s %s of %s to %s", d.kind, d.id, _what(d), d.channel)
             return
         self.metrics.notifications.labels(d.channel, "failure").inc()
         attempt = d.attempts + 1
@@ -210,10 +216,10 @@ class Deliverer:
         await self.store.mark_dead(d.id, error, self.clock())
         self.metrics.dead_letters.labels(d.channel).inc()
         log.error(
-            "DEAD LETTER: %s %s of alert %s to channel %s after %d attempts: %s",
+            "DEAD LETTER: %s %s of %s to channel %s after %d attempts: %s",
             d.kind,
             d.id,
-            d.fingerprint or "digest",
+            _what(d),
             d.channel,
             d.attempts + 1,
             error,

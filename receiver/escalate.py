@@ -20,7 +20,7 @@ async def tick(store: Store, metrics: Metrics, wake: asyncio.Event, now: float) 
     for f in fired:
         metrics.escalations.labels(str(f.step)).inc()
         log.warning(
-            "escalation step %d of alert %s (not acknowledged): %s",
+            "escalation step %d of %s (not acknowledged): %s",
             f.step,
             f.fingerprint,
             ", ".join(f.channels),

@@ -13,11 +13,13 @@ import fastjsonschema
 import orjson
 from aiohttp import web
 
+from . import heartbeat
 from .body import BodyError, read_body
-from .config import Auth
-from .route import route
+from .config import Auth, Config
+from .route import route, severity
 from .state import STATE, State
-from .store import IncomingAlert, StoreError
+from .store import IncomingAlert, IncomingGroup, StoreError
+from .store.rows import rank
 
 log = logging.getLogger("tailpage.receiver.intake")
 
@@ -64,6 +66,57 @@ def _reject(state: State, reason: str, status: int, message: str) -> web.Respons
     return web.json_response({"error": message}, status=status)
 
 
+def build_group(cfg: Config, data: dict) -> IncomingGroup:
+    """The webhook as one group: its alerts, routed together on the common labels and the
+    highest severity among the firing alerts (docs/receiver-groups.md)."""
+    external = data.get("externalURL") or None
+    alerts = tuple(
+        IncomingAlert(
+            fingerprint=a["fingerprint"],
+            status=a["status"],
+            starts_at=a["startsAt"],
+            ends_at=a.get("endsAt"),
+            labels=a["labels"],
+            annotations=a.get("annotations") or {},
+            generator_url=a.get("generatorURL") or None,
+            severity=severity(a["labels"]),
+            channels=(),
+            external_url=external,
+        )
+        for a in data["alerts"]
+    )
+    common = data.get("commonLabels") or {}
+    group_labels = data.get("groupLabels") or {}
+    labels = common
+    if "severity" not in common and alerts:  # severities differ: the worst firing one routes
+        worst = min(
+            (a for a in alerts if a.status == "firing"),
+            key=lambda a: rank(a.severity),
+            default=None,
+        )
+        worst = worst or min(alerts, key=lambda a: rank(a.severity))
+        labels = {**common, "severity": worst.labels.get("severity", "")}
+    r = route(cfg, labels)
+    # without a groupKey (not Alertmanager?) the receiver and group labels name the group
+    key = (
+        data.get("groupKey")
+        or orjson.dumps(
+            [data.get("receiver", ""), group_labels], option=orjson.OPT_SORT_KEYS
+        ).decode()
+    )
+    return IncomingGroup(
+        key=key,
+        labels=common,
+        group_labels=group_labels,
+        annotations=data.get("commonAnnotations") or {},
+        severity=r.severity,
+        channels=r.channels,
+        escalation=tuple((s.after_s, s.channels) for s in r.escalation),
+        external_url=external,
+        alerts=alerts,
+    )
+
+
 async def handle_alerts(request: web.Request) -> web.Response:
     state = request.app[STATE]
     cfg = state.cfg
@@ -87,27 +140,12 @@ async def handle_alerts(request: web.Request) -> web.Response:
             state, "schema", 400, f"not an Alertmanager v4 webhook: {where.strip()[:300]}"
         )
 
-    alerts = []
-    for a in data["alerts"]:
-        labels = a["labels"]
-        r = route(cfg, labels)
-        alerts.append(
-            IncomingAlert(
-                fingerprint=a["fingerprint"],
-                status=a["status"],
-                starts_at=a["startsAt"],
-                ends_at=a.get("endsAt"),
-                labels=labels,
-                annotations=a.get("annotations") or {},
-                generator_url=a.get("generatorURL") or None,
-                severity=r.severity,
-                channels=r.channels,
-                escalation=tuple((s.after_s, s.channels) for s in r.escalation),
-                external_url=data.get("externalURL") or None,
-            )
-        )
+    others, pings = heartbeat.split_pings(cfg.heartbeats, data["alerts"])
+    group = build_group(cfg, heartbeat.without_pings(data, others))
     try:
-        res = await state.store.ingest(alerts, state.clock())
+        res = await state.store.ingest(group, state.clock())
+        if pings:
+            await heartbeat.record_pings(state, pings)
     except StoreError:
         state.metrics.webhooks_rejected.labels("store").inc()
         raise  # app's middleware answers 503, so Alertmanager retries

@@ -56,6 +56,18 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+        self.heartbeat_last_ping = Gauge(
+            P + "heartbeat_last_ping_timestamp_seconds",
+            "When the heartbeat's last ping arrived (UNIX time; 0: not armed yet).",
+            ["heartbeat"],
+            registry=r,
+        )
+        self.heartbeat_missing = Gauge(
+            P + "heartbeat_missing",
+            "1 while the receiver's HeartbeatMissing alert of the heartbeat is firing.",
+            ["heartbeat"],
+            registry=r,
+        )
         for reason in ("auth", "too_large", "invalid_json", "schema", "store"):
             self.webhooks_rejected.labels(reason)
         for status in ("firing", "resolved"):  # bounded: severity is normalised (route.severity)
@@ -80,3 +92,9 @@ class Metrics:
     def set_queue_depth(self, depth: dict[str, int], names: list[str]) -> None:
         for name in set(names) | set(depth):
             self.queue_depth.labels(name).set(depth.get(name, 0))
+
+    def init_heartbeats(self, names: list[str]) -> None:
+        """Heartbeat names come from the config: bounded."""
+        for name in names:
+            self.heartbeat_last_ping.labels(name)
+            self.heartbeat_missing.labels(name)

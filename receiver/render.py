@@ -93,6 +93,8 @@ def _notify_type(d: Delivery) -> str:
 def render(d: Delivery, ch: Channel, receiver_url: str | None = None) -> Notification:
     if d.kind == "digest":
         return _render_digest(d, ch)
+    if d.group is not None:
+        return _render_group(d, ch, receiver_url)
     ntype = _notify_type(d)
     summary = d.annotations.get("summary", "")
     description = d.annotations.get("description", "")
@@ -205,6 +207,128 @@ def _render_digest(d: Delivery, ch: Channel) -> Notification:
         "markdown" if ch.kind == "slack" else "text",
         "warning",
     )
+
+
+# -- group notifications (docs/receiver-groups.md) ----------------------------------------------
+
+
+def group_title(d: Delivery, dash: str = "—") -> str:
+    """`[CRITICAL] HighErrorRate — checkout: 3000 firing (+12 new, 3 resolved)`; a group of
+    one alert reads like that alert."""
+    g = d.group or {}
+    tag = "RESOLVED" if d.kind == "resolved" else d.severity.upper()
+    name = d.labels.get("alertname") or (
+        ", ".join(f"{k}={v}" for k, v in sorted(g.get("group_labels", {}).items())) or "alerts"
+    )
+    comp = component(d.labels)
+    text = f"[{tag}] {name}" + (f" {dash} {comp}" if comp else "")
+    if d.kind != "resolved" and (g["firing"] != 1 or d.kind == "update"):
+        text += f": {g['firing']} firing"
+    if d.kind == "update":
+        change = [f"+{g['joined']} new"] if g["joined"] else []
+        change += [f"{g['resolved']} resolved"] if g["resolved"] else []
+        text += f" ({', '.join(change)})" if change else ""
+    if d.kind == "escalation":
+        text += f" (escalation {d.step}: not acknowledged)"
+    if d.kind == "resolved" and d.resolved_by:
+        text += f" (resolved by {d.resolved_by})"
+    return text
+
+
+def _brief(a: dict, common_name: str | None) -> str:
+    """One alert of a group by what tells it apart (pod=..., instance=...)."""
+    labels = dict(a["labels"])
+    name = labels.pop("alertname", None) if labels.get("alertname") != common_name else None
+    labels.pop("severity", None)
+    what = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())[:_MAX_LABELS])
+    text = f"[{a['severity'].upper()}] " + " ".join(x for x in (name, what) if x)
+    return text + (f": {a['summary']}" if a.get("summary") else "")
+
+
+def _group_lines(d: Delivery) -> list[str]:
+    """The body of a group message as plain lines (escaped by the caller)."""
+    g = d.group or {}
+    single = g.get("single")
+    lines: list[str] = []
+    summary = d.annotations.get("summary") or (single or {}).get("summary", "")
+    if summary:
+        lines.append(summary)
+    if d.annotations.get("description"):
+        lines.append(d.annotations["description"])
+    if single is not None and d.kind != "resolved":
+        labels = _labels(d)
+        if labels:
+            lines.append(", ".join(f"{k}={v}" for k, v in labels))
+    elif d.kind != "resolved":
+        counts = ", ".join(f"{n} {s}" for s, n in g["by_severity"])
+        lines.append(f"{g['firing']} firing ({counts})")
+        name = d.labels.get("alertname")
+        lines.extend(f"• {_brief(a, name)}" for a in g["top"])
+        if g["firing"] > len(g["top"]):
+            lines.append(f"… and {g['firing'] - len(g['top'])} more (see /api/v1/alerts)")
+    if g["resolved"] and (d.kind == "update" or g["resolved"] > 1):
+        lines.append(f"Resolved: {g['resolved']}")
+        lines.extend(f"✓ {_brief(a, d.labels.get('alertname'))}" for a in g["resolved_top"])
+        if g["resolved"] > len(g["resolved_top"]):
+            lines.append(f"… and {g['resolved'] - len(g['resolved_top'])} more resolved")
+    return lines
+
+
+def _group_links(d: Delivery, receiver_url: str | None) -> list[tuple[str, str]]:
+    links = []
+    for key in ("runbook_url", "runbook"):
+        if d.annotations.get(key):
+            links.append(("Runbook", d.annotations[key]))
+            break
+    if d.annotations.get("dashboard_url"):
+        links.append(("Dashboard", d.annotations["dashboard_url"]))
+    if d.kind != "resolved" and receiver_url:
+        single = (d.group or {}).get("single")
+        anchor = f"ack-{single['fingerprint']}" if single else f"ack-group-{d.fingerprint}"
+        links.append(("Acknowledge", f"{receiver_url.rstrip('/')}/#{anchor}"))
+    return links
+
+
+def _group_footer(d: Delivery) -> str:
+    single = (d.group or {}).get("single")
+    text = f"group {d.fingerprint[:12]}"
+    return text + (f" · fingerprint {single['fingerprint']}" if single else "")
+
+
+def _render_group(d: Delivery, ch: Channel, receiver_url: str | None) -> Notification:
+    ntype = _notify_type(d)
+    lines = _group_lines(d)
+    links = _group_links(d, receiver_url)
+    if ch.kind == "sms":
+        text = group_title(d, "-")
+        g = d.group or {}
+        detail = lines[0] if lines and (g.get("single") or d.annotations.get("summary")) else ""
+        if not detail and g["top"] and d.kind != "resolved":
+            detail = "; ".join(_brief(a, d.labels.get("alertname")) for a in g["top"][:3])
+        if detail:
+            text += f": {detail}"
+        runbook = next((u for n, u in links if n == "Runbook"), None)
+        if runbook and len(group_title(d, "-")) + len(runbook) + 8 <= SMS_MAX:
+            # the runbook is what the person woken up needs: clip the detail, keep the link
+            text = _clip(text, SMS_MAX - len(runbook) - 1) + f" {runbook}"
+        return Notification("", _clip(text, SMS_MAX), "text", ntype)
+    if ch.kind == "email":
+        e = html.escape
+        parts = [f"<h2>{e(group_title(d))}</h2>"]
+        parts += [f"<p>{e(line)}</p>" for line in lines]
+        if links:
+            parts.append(" | ".join(f'<a href="{e(u)}">{e(n)}</a>' for n, u in links))
+        parts.append(f"<p><small>{e(_group_footer(d))}</small></p>")
+        return Notification(group_title(d), "\n".join(parts), "html", ntype)
+    esc = _escaper(ch)
+    body = [esc(line) for line in lines] + [f"{n}: {esc(u)}" for n, u in links]
+    body.append(_group_footer(d))
+    params: dict[str, str] = {}
+    if ch.kind == "pagerduty":  # one incident per group: the group id is the dedup key
+        action = "resolve" if d.kind == "resolved" else "trigger"
+        params = _pagerduty_params(ch.url, d.fingerprint, action, d.severity)
+    fmt = "markdown" if ch.kind == "slack" else "text"
+    return Notification(esc(group_title(d)), "\n".join(body), fmt, ntype, params)
 
 
 def _clip(text: str, n: int) -> str:

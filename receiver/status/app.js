@@ -342,7 +342,14 @@ function actionButton(label, className, handler) {
   return b;
 }
 
-function alertRow(a) {
+// alerts of one Alertmanager group share its notices, escalation and ack (docs/receiver-groups.md)
+function groupSizes(alerts) {
+  const n = {};
+  for (const a of alerts) if (a.group) n[a.group] = (n[a.group] || 0) + 1;
+  return n;
+}
+
+function alertRow(a, sizes = {}) {
   const ann = a.annotations || {};
   const links = [safeLink(ann.runbook_url, "runbook"), safeLink(a.generator_url, "source")].filter(Boolean);
   const summary = td(el("div", null, ann.summary || ann.description || ""));
@@ -354,9 +361,14 @@ function alertRow(a) {
   const ack = a.acked_at
     ? td(el("span", { className: "acked" }, `${a.acked_by || "?"}, `), ago(a.acked_at))
     : td(actionButton("Acknowledge", "ack", (b) => act(a, "ack", b)));
+  const size = a.group ? sizes[a.group] || 0 : 0;
+  if (!a.acked_at && size > 1) {
+    ack.append(" ", actionButton(`Ack group (${size})`, "ack-group", (b) => act(a, "ack", b, size)));
+  }
+  const data = a.group ? { fingerprint: a.fingerprint, group: a.group } : { fingerprint: a.fingerprint };
   return el(
     "tr",
-    { dataset: { fingerprint: a.fingerprint }, className: a.acked_at ? "is-acked" : "" },
+    { dataset: data, className: a.acked_at ? "is-acked" : "" },
     td(el("span", { className: sevClass(a.severity) }, a.severity)),
     td(el("strong", null, alertName(a)), el("div", { className: "fp" }, a.fingerprint)),
     td(component(a)),
@@ -372,13 +384,15 @@ function alertRow(a) {
 function renderAlerts(data) {
   renderCounts(data.counts || {});
   const alerts = data.alerts || [];
-  $("alerts").tBodies[0].replaceChildren(...alerts.map(alertRow));
+  const sizes = groupSizes(alerts);
+  $("alerts").tBodies[0].replaceChildren(...alerts.map((a) => alertRow(a, sizes)));
   $("alerts").hidden = alerts.length === 0;
   $("no-alerts").hidden = alerts.length !== 0;
 }
 
 // Notifications carry an "Acknowledge" link to `/#ack-<fingerprint>` (receiver/render.py). Opening
 // it only points at the alert: a link must never act by itself, the click on the button does.
+// A group's messages link to `/#ack-group-<id>`: every alert of the group is marked.
 function markLinkedAlert() {
   let fp = null;
   try {
@@ -387,14 +401,16 @@ function markLinkedAlert() {
   } catch {
     fp = null; // a malformed escape in the hash
   }
+  const group = fp && fp.startsWith("group-") ? fp.slice(6) : null;
+  const hit = (r) => (group ? r.dataset.group === group : r.dataset.fingerprint === fp);
   const rows = [...$("alerts").tBodies[0].rows];
-  for (const r of rows) r.classList.toggle("linked", r.dataset.fingerprint === fp);
+  for (const r of rows) r.classList.toggle("linked", !!fp && hit(r));
   if (!fp || state.linkedShown === location.hash) return;
   state.linkedShown = location.hash; // scroll and focus once, not on every refresh
-  const row = rows.find((r) => r.dataset.fingerprint === fp);
+  const row = rows.find(hit);
   if (!row) return flash("The alert in the link is no longer firing.", false);
   row.scrollIntoView({ block: "center" });
-  const ack = row.querySelector("button.ack");
+  const ack = row.querySelector(group ? "button.ack-group" : "button.ack") || row.querySelector("button.ack");
   if (ack) ack.focus();
 }
 
@@ -477,8 +493,10 @@ function actor() {
   return name;
 }
 
-async function act(a, action, button) {
-  const name = `${alertName(a)} (${component(a)})`;
+async function act(a, action, button, groupSize = 0) {
+  const name = groupSize
+    ? `the group of ${groupSize} ${alertName(a)} alerts`
+    : `${alertName(a)} (${component(a)})`;
   if (action === "resolve" && !confirm(`Resolve ${name}? This is announced on every channel that was paged.`)) {
     return;
   }
@@ -487,7 +505,10 @@ async function act(a, action, button) {
   button.disabled = true;
   const body = { by: who };
   try {
-    const r = await api(`/api/v1/alerts/${encodeURIComponent(a.fingerprint)}/${action}`, { method: "POST", body });
+    const path = groupSize
+      ? `/api/v1/groups/${encodeURIComponent(a.group)}/${action}`
+      : `/api/v1/alerts/${encodeURIComponent(a.fingerprint)}/${action}`;
+    const r = await api(path, { method: "POST", body });
     flash(`${action === "ack" ? "Acknowledged" : "Resolved"} ${name} as ${r.by}.`);
   } catch (e) {
     if (e.status === 401) return showLogin(e.challenge, "Your session is no longer accepted: log in again.");

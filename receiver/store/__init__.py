@@ -3,7 +3,9 @@
 from .base import (
     Delivery,
     EscalationFired,
+    HeartbeatState,
     IncomingAlert,
+    IncomingGroup,
     IngestResult,
     Store,
     StoreError,
@@ -13,7 +15,9 @@ from .base import (
 __all__ = [
     "Delivery",
     "EscalationFired",
+    "HeartbeatState",
     "IncomingAlert",
+    "IncomingGroup",
     "IngestResult",
     "Store",
     "StoreError",

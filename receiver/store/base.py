@@ -6,6 +6,11 @@ Every method is one transaction. Idempotency comes from a unique constraint on
 its rows to the others once the lease expires. Escalation timers, rate-limit buckets and digests
 live in the store too, so they hold across restarts and replicas.
 
+Alertmanager's group (the webhook's groupKey) is the unit of notification: `ingest` takes one
+group, stores its alerts one by one (idempotent as above) and, only when something changed (an
+alert joined or resolved), queues ONE outbox row per channel for the group, carrying a snapshot
+of it in `payload` (docs/receiver-groups.md). Acks and escalation timers are per group.
+
 Times are float UNIX seconds. Outbox row states: pending -> sending -> sent | dead, or
 pending -> held (rate-limited) -> digested (summarised in one digest row).
 """
@@ -37,6 +42,21 @@ class IncomingAlert:
     external_url: str | None = None
 
 
+@dataclass(frozen=True)
+class IncomingGroup:
+    """One webhook: an Alertmanager group, routed on its common labels and highest severity."""
+
+    key: str  # the webhook's groupKey
+    labels: dict[str, str]  # commonLabels
+    group_labels: dict[str, str]
+    annotations: dict[str, str]  # commonAnnotations
+    severity: str
+    channels: tuple[str, ...]
+    escalation: tuple[tuple[float, tuple[str, ...]], ...] = ()
+    external_url: str | None = None
+    alerts: tuple[IncomingAlert, ...] = ()
+
+
 @dataclass
 class IngestResult:
     accepted: list[IncomingAlert] = field(default_factory=list)
@@ -64,6 +84,7 @@ class Delivery:
     external_url: str | None
     resolved_by: str | None = None
     digest: list[dict[str, Any]] | None = None  # kind == digest: the summarised notifications
+    group: dict[str, Any] | None = None  # a group notification: its snapshot (rows.group_payload)
 
 
 @dataclass
@@ -71,6 +92,16 @@ class EscalationFired:
     fingerprint: str
     step: int
     channels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HeartbeatState:
+    """A heartbeat's row (receiver/heartbeat.py). No row, or no last ping: not armed yet."""
+
+    name: str
+    last_ping_at: float | None
+    missing_since: float | None  # HeartbeatMissing fires from then (its startsAt); None: fine
+    announced: bool  # the firing HeartbeatMissing of missing_since is in the store
 
 
 class Store(Protocol):
@@ -84,8 +115,9 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StoreError when the store cannot answer (readiness)."""
 
-    async def ingest(self, alerts: list[IncomingAlert], now: float) -> IngestResult:
-        """One transaction: alert events (duplicates skipped), alert state, outbox rows."""
+    async def ingest(self, group: IncomingGroup, now: float) -> IngestResult:
+        """One transaction: alert events (duplicates skipped), alert and group state, and when
+        the group changed one outbox row per channel (a pending one is refreshed instead)."""
 
     async def claim_due(
         self, worker: str, now: float, limit: int, lease_s: float
@@ -116,7 +148,17 @@ class Store(Protocol):
         channels and the timer moved to the next step, in one transaction."""
 
     async def ack(self, fingerprint: str, who: str, now: float) -> bool:
-        """Record who acknowledged; stops escalation. False when no such active alert."""
+        """Record who acknowledged; stops escalation. False when no such active alert. The
+        group's escalation stops once every firing alert of it is acknowledged."""
+
+    async def ack_group(self, group_id: str, who: str, now: float) -> bool:
+        """Acknowledge a firing group and each of its firing alerts."""
+
+    async def resolve_group(self, group_id: str, who: str, now: float) -> bool:
+        """Manual resolve of every firing alert of the group: one resolved message."""
+
+    async def active_groups(self) -> list[dict[str, Any]]:
+        """Firing groups with their counts, ack, escalation state and deliveries."""
 
     async def resolve(self, fingerprint: str, who: str, now: float) -> bool:
         """Manual resolve: like a resolved webhook (announced on the channels that carried the
@@ -132,6 +174,25 @@ class Store(Protocol):
 
     async def queue_depth(self) -> dict[str, int]:
         """Unfinished outbox rows (pending, sending, held) per channel."""
+
+    # -- heartbeats (dead man's switches, receiver/heartbeat.py) --------------------------------
+
+    async def heartbeat_pinged(self, names: list[str], now: float) -> None:
+        """Record a ping of each heartbeat (arms it); last_ping_at never goes back."""
+
+    async def heartbeat_states(self) -> dict[str, HeartbeatState]: ...
+
+    async def heartbeat_claim_missing(
+        self, name: str, last_ping_at: float, missing_since: float
+    ) -> bool:
+        """Conditional update in one transaction: mark the heartbeat missing from missing_since
+        unless it already is or a ping came since last_ping_at. True for exactly one caller."""
+
+    async def heartbeat_announced(self, name: str, missing_since: float) -> None:
+        """The firing HeartbeatMissing of that episode is stored."""
+
+    async def heartbeat_clear_missing(self, name: str, missing_since: float) -> bool:
+        """End that episode (its resolve is stored). True for exactly one caller."""
 
 
 def sqlite_path(url: str) -> str:

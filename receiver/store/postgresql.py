@@ -34,7 +34,15 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import rows
-from .base import Delivery, EscalationFired, IncomingAlert, IngestResult, StoreError
+from .base import (
+    Delivery,
+    EscalationFired,
+    HeartbeatState,
+    IncomingAlert,
+    IncomingGroup,
+    IngestResult,
+    StoreError,
+)
 
 log = logging.getLogger("tailpage.receiver.store")
 
@@ -87,7 +95,31 @@ MIGRATIONS = [
       channel text PRIMARY KEY, tokens double precision NOT NULL,
       updated_at double precision NOT NULL);
     """,
+    # 2: Alertmanager groups are the unit of notification (docs/receiver-groups.md)
+    """
+    ALTER TABLE alerts ADD COLUMN group_id text;
+    CREATE INDEX alerts_group ON alerts(group_id, status);
+    CREATE TABLE groups(
+      id text PRIMARY KEY, group_key text NOT NULL, status text NOT NULL,
+      severity text NOT NULL, labels jsonb NOT NULL, group_labels jsonb NOT NULL,
+      annotations jsonb NOT NULL, channels jsonb NOT NULL DEFAULT '[]', external_url text,
+      first_notified_at double precision NOT NULL, updated_at double precision NOT NULL,
+      acked_by text, acked_at double precision, resolved_by text,
+      resolved_at double precision, escalation jsonb NOT NULL DEFAULT '[]',
+      escalation_step integer NOT NULL DEFAULT 0, next_escalation_at double precision,
+      firing integer NOT NULL DEFAULT 0);
+    CREATE INDEX groups_next_escalation ON groups(next_escalation_at)
+      WHERE next_escalation_at IS NOT NULL;
+    """,
+    # 3: heartbeats (dead man's switches)
+    """
+    CREATE TABLE heartbeats(
+      name text PRIMARY KEY, last_ping_at double precision, missing_since double precision,
+      announced boolean NOT NULL DEFAULT false);
+    """,
 ]
+_GROUP_UPSERT = rows.group_upsert_sql("%s")
+GROUP_LOCK_PREFIX = "tailpage.receiver.group:"
 
 # deadlock_detected, serialization_failure: the transaction did nothing; run it again
 _RETRY_TX = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
@@ -242,15 +274,25 @@ class PostgreSQLStore:
     async def ping(self) -> None:
         await self._tx(lambda c: c.execute("SELECT 1"))
 
-    async def ingest(self, alerts: list[IncomingAlert], now: float) -> IngestResult:
+    async def ingest(self, group: IncomingGroup, now: float) -> IngestResult:
         async def op(c: Conn) -> IngestResult:
-            # Lock rows in fingerprint order, so two replicas ingesting the same batch (or
-            # overlapping ones) wait for each other instead of deadlocking. The sort is stable:
-            # the order of one alert's own events is kept.
+            gid = rows.group_id(group.key)
+            # one transaction at a time per group: the HA pair's copy of a webhook waits, then
+            # finds only duplicates; two changes of a group each see the other's result
+            await _lock_group(c, gid)
+            # Lock rows in fingerprint order, so two replicas ingesting overlapping groups wait
+            # for each other instead of deadlocking. The sort is stable: the order of one
+            # alert's own events is kept.
+            alerts = group.alerts
             counts: list[int | None] = [None] * len(alerts)
             for i in sorted(range(len(alerts)), key=lambda i: alerts[i].fingerprint):
-                counts[i] = await _ingest_one(c, alerts[i], now, "webhook", None)
-            return rows.ingest_result(alerts, counts)
+                counts[i] = await _ingest_one(c, alerts[i], now, "webhook", None, gid)
+            res = rows.ingest_result(alerts, counts)
+            if res.accepted:  # something changed: an alert joined or resolved
+                joined = sum(a.status == "firing" for a in res.accepted)
+                resolved = [a for a in res.accepted if a.status == "resolved"]
+                res.deliveries = await _group_changed(c, gid, group, joined, resolved, now, None)
+            return res
 
         return await self._tx(op)
 
@@ -356,15 +398,24 @@ class PostgreSQLStore:
         return await self._tx(lambda c: _fire_due_escalations(c, now, limit))
 
     async def ack(self, fingerprint: str, who: str, now: float) -> bool:
-        n = await self._exec(
-            "UPDATE alerts SET acked_by=coalesce(acked_by, %s), acked_at=coalesce(acked_at, %s), "
-            "next_escalation_at=NULL, updated_at=%s WHERE fingerprint=%s AND status='firing'",
-            (who, now, now, fingerprint),
-        )
-        return n > 0
+        return await self._tx(lambda c: _ack(c, fingerprint, who, now))
 
     async def resolve(self, fingerprint: str, who: str, now: float) -> bool:
         return await self._tx(lambda c: _manual_resolve(c, fingerprint, who, now))
+
+    async def ack_group(self, group_id: str, who: str, now: float) -> bool:
+        return await self._tx(lambda c: _ack_group(c, group_id, who, now))
+
+    async def resolve_group(self, group_id: str, who: str, now: float) -> bool:
+        return await self._tx(lambda c: _resolve_group(c, group_id, who, now))
+
+    async def active_groups(self) -> list[dict[str, Any]]:
+        async def op(c: Conn) -> list[dict[str, Any]]:
+            groups = await _firing_groups(c)
+            notices = await _group_deliveries(c, groups)
+            return [rows.active_group(g, notices.get(gid, [])) for gid, g in groups.items()]
+
+        return await self._tx(op)
 
     async def active_alerts(self) -> list[dict[str, Any]]:
         return await self._tx(_active_alerts)
@@ -377,7 +428,7 @@ class PostgreSQLStore:
             cur = await c.execute(
                 "SELECT o.id, o.channel, o.kind, o.step, o.fingerprint, o.attempts, "
                 "o.last_error AS error, o.created_at, o.finished_at AS dead_at, "
-                "e.labels->>'alertname' AS alertname "
+                "coalesce(e.labels->>'alertname', o.payload->'labels'->>'alertname') AS alertname "
                 "FROM outbox o LEFT JOIN events e ON e.id = o.event_id WHERE o.state='dead' "
                 "ORDER BY o.finished_at DESC LIMIT %s",
                 (limit,),
@@ -395,6 +446,55 @@ class PostgreSQLStore:
             return {r["channel"]: r["n"] for r in await cur.fetchall()}
 
         return await self._tx(op)
+
+    # -- heartbeats ----------------------------------------------------------------------------
+    # The conditional updates below take the row lock; a replica that waited for it re-reads the
+    # row (READ COMMITTED) and finds the WHERE no longer true, so exactly one replica wins.
+
+    async def heartbeat_pinged(self, names: list[str], now: float) -> None:
+        async def op(c: Conn) -> None:
+            for name in sorted(set(names)):  # one lock order for every replica
+                await c.execute(
+                    "INSERT INTO heartbeats(name, last_ping_at) VALUES (%s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET last_ping_at="
+                    "greatest(heartbeats.last_ping_at, excluded.last_ping_at)",
+                    (name, now),
+                )
+
+        await self._tx(op)
+
+    async def heartbeat_states(self) -> dict[str, HeartbeatState]:
+        async def op(c: Conn) -> dict[str, HeartbeatState]:
+            cur = await c.execute(
+                "SELECT name, last_ping_at, missing_since, announced FROM heartbeats"
+            )
+            return {r["name"]: HeartbeatState(**r) for r in await cur.fetchall()}
+
+        return await self._tx(op)
+
+    async def heartbeat_claim_missing(
+        self, name: str, last_ping_at: float, missing_since: float
+    ) -> bool:
+        n = await self._exec(
+            "UPDATE heartbeats SET missing_since=%s, announced=false "
+            "WHERE name=%s AND missing_since IS NULL AND last_ping_at=%s",
+            (missing_since, name, last_ping_at),
+        )
+        return n > 0
+
+    async def heartbeat_announced(self, name: str, missing_since: float) -> None:
+        await self._exec(
+            "UPDATE heartbeats SET announced=true WHERE name=%s AND missing_since=%s",
+            (name, missing_since),
+        )
+
+    async def heartbeat_clear_missing(self, name: str, missing_since: float) -> bool:
+        n = await self._exec(
+            "UPDATE heartbeats SET missing_since=NULL, announced=false "
+            "WHERE name=%s AND missing_since=%s",
+            (name, missing_since),
+        )
+        return n > 0
 
 
 # -- operations: each runs inside the transaction _tx opened ----------------------------------
@@ -444,10 +544,98 @@ async def _insert_outbox(
     return n
 
 
+async def _lock_group(c: Conn, gid: str) -> None:
+    await c.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (GROUP_LOCK_PREFIX + gid,)
+    )
+
+
+async def _group_firing(c: Conn, gid: str) -> list[dict[str, Any]]:
+    cur = await c.execute(
+        "SELECT fingerprint, severity, labels, annotations, starts_at FROM alerts "
+        "WHERE group_id=%s AND status='firing'",
+        (gid,),
+    )
+    return await cur.fetchall()
+
+
+async def _group_changed(
+    c: Conn,
+    gid: str,
+    g: IncomingGroup | None,
+    joined: int,
+    resolved: list[IncomingAlert],
+    now: float,
+    who: str | None,
+) -> int:
+    """After alerts of the group joined or resolved: the group's new state, and one outbox row
+    per channel to tell (a pending one refreshed instead). The number of new outbox rows.
+    The caller holds the group's lock."""
+    # FOR UPDATE: an escalation step firing right now (it locks the row, not the advisory
+    # lock) commits first and is read here, instead of being overwritten by a stale copy
+    cur = await c.execute("SELECT * FROM groups WHERE id=%s FOR UPDATE", (gid,))
+    r = await cur.fetchone()
+    old = rows.group_dict(r, _load) if r else None
+    firing = await _group_firing(c, gid)
+    was_firing = old is not None and old["status"] == "firing"
+    told = old["channels"] if was_firing else []
+    sends = rows.group_sends(
+        was_firing, old is not None, len(firing), told, g.channels if g else None
+    )
+    new = rows.next_group(old, g, gid, [f["severity"] for f in firing], sends, now, who)
+    await c.execute(_GROUP_UPSERT, rows.group_params(new, Jsonb))
+    if firing and new["acked_at"] is not None:  # alerts joining an acknowledged group
+        await c.execute(
+            "UPDATE alerts SET acked_by=%s, acked_at=%s WHERE group_id=%s AND status='firing' "
+            "AND acked_at IS NULL",
+            (new["acked_by"], new["acked_at"], gid),
+        )
+    payload = rows.group_payload(new, firing, joined, resolved, _load, who)
+    return await _queue_group(c, gid, sends, payload, now, 0)
+
+
+async def _queue_group(
+    c: Conn, gid: str, sends: list[tuple[str, str]], payload: dict[str, Any], now: float, step: int
+) -> int:
+    """Outbox rows of a group notification. An update where the channel's last unfinished row
+    of the group is a firing or update not yet sent (pending or held by the rate limit) refreshes
+    that row instead: the channel gets the newest state once, not every step of a storm."""
+    n = 0
+    for ch, kind in sends:
+        if kind == "update":
+            # FOR UPDATE: a worker's claim either came first (state 'sending': a new row) or
+            # waits for this transaction (and sends the refreshed payload)
+            cur = await c.execute(
+                "SELECT id, kind, state, payload FROM outbox WHERE fingerprint=%s "
+                "AND channel=%s AND state IN ('pending','sending','held') "
+                "ORDER BY id DESC LIMIT 1 FOR UPDATE",
+                (gid, ch),
+            )
+            last = await cur.fetchone()
+            if (
+                last
+                and last["state"] in ("pending", "held")
+                and last["kind"] in ("firing", "update")
+            ):
+                merged = rows.merge_payload(last["payload"], payload)
+                await c.execute(
+                    "UPDATE outbox SET payload=%s WHERE id=%s", (Jsonb(merged), last["id"])
+                )
+                continue
+        await c.execute(
+            "INSERT INTO outbox(event_id, fingerprint, channel, kind, step, created_at, "
+            "next_attempt_at, payload) VALUES (NULL,%s,%s,%s,%s,%s,%s,%s)",
+            (gid, ch, kind, step, now, now, Jsonb(payload)),
+        )
+        n += 1
+    return n
+
+
 async def _ingest_one(
-    c: Conn, a: IncomingAlert, now: float, source: str, who: str | None
+    c: Conn, a: IncomingAlert, now: float, source: str, who: str | None, gid: str | None
 ) -> int | None:
-    """Store one alert event; None when it is a duplicate, else the number of outbox rows."""
+    """Store one alert event; None when it is a duplicate, else the number of outbox rows (an
+    alert of a group has none of its own: the group is notified)."""
     if a.status == "firing":
         cur = await c.execute(
             "SELECT 1 FROM events WHERE fingerprint=%s AND status='resolved' AND starts_at=%s",
@@ -469,12 +657,12 @@ async def _ingest_one(
         return None
     event_id = row["id"]
     if a.status == "firing":
-        plan, next_at = rows.escalation_plan(a, now)
+        plan, next_at = ([], None) if gid else rows.escalation_plan(a, now)
         await c.execute(
             "INSERT INTO alerts(fingerprint, status, severity, labels, annotations, starts_at, "
             "generator_url, firing_event_id, first_notified_at, updated_at, escalation, "
-            "escalation_step, next_escalation_at) "
-            "VALUES (%s, 'firing', %s,%s,%s,%s,%s,%s,%s,%s,%s,0,%s) "
+            "next_escalation_at, escalation_step, group_id) "
+            "VALUES (%s, 'firing', %s,%s,%s,%s,%s,%s,%s,%s,%s,%s,0,%s) "
             "ON CONFLICT (fingerprint) DO UPDATE SET status='firing', "
             "severity=excluded.severity, labels=excluded.labels, "
             "annotations=excluded.annotations, starts_at=excluded.starts_at, "
@@ -482,11 +670,25 @@ async def _ingest_one(
             "first_notified_at=excluded.first_notified_at, updated_at=excluded.updated_at, "
             "acked_by=NULL, acked_at=NULL, resolved_by=NULL, resolved_at=NULL, "
             "escalation=excluded.escalation, escalation_step=0, "
-            "next_escalation_at=excluded.next_escalation_at",
-            rows.firing_alert_params(a, event_id, now, plan, next_at, Jsonb),
+            "next_escalation_at=excluded.next_escalation_at, group_id=excluded.group_id",
+            (*rows.firing_alert_params(a, event_id, now, plan, next_at, Jsonb), gid),
         )
+        if gid:
+            return 0
         return await _insert_outbox(c, event_id, a.fingerprint, a.channels, "firing", 0, now)
 
+    await c.execute(
+        "INSERT INTO alerts(fingerprint, status, severity, labels, annotations, starts_at, "
+        "generator_url, first_notified_at, updated_at, resolved_by, resolved_at, group_id) "
+        "VALUES (%s, 'resolved', %s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+        "ON CONFLICT (fingerprint) DO UPDATE SET status='resolved', "
+        "updated_at=excluded.updated_at, resolved_by=excluded.resolved_by, "
+        "resolved_at=excluded.resolved_at, next_escalation_at=NULL, "
+        "group_id=coalesce(alerts.group_id, excluded.group_id)",
+        (*rows.resolved_alert_params(a, who, now, Jsonb), gid),
+    )
+    if gid:
+        return 0
     # resolved: announce on every channel that carried the firing notice of this episode
     cur = await c.execute(
         "SELECT id FROM events WHERE fingerprint=%s AND status='firing' AND starts_at=%s",
@@ -502,15 +704,6 @@ async def _ingest_one(
         channels = [r["channel"] for r in await cur.fetchall()]
     else:  # never saw it fire (e.g. the receiver was replaced): tell the routed channels
         channels = list(a.channels)
-    await c.execute(
-        "INSERT INTO alerts(fingerprint, status, severity, labels, annotations, starts_at, "
-        "generator_url, first_notified_at, updated_at, resolved_by, resolved_at) "
-        "VALUES (%s, 'resolved', %s,%s,%s,%s,%s,%s,%s,%s,%s) "
-        "ON CONFLICT (fingerprint) DO UPDATE SET status='resolved', "
-        "updated_at=excluded.updated_at, resolved_by=excluded.resolved_by, "
-        "resolved_at=excluded.resolved_at, next_escalation_at=NULL",
-        rows.resolved_alert_params(a, who, now, Jsonb),
-    )
     return await _insert_outbox(c, event_id, a.fingerprint, channels, "resolved", 0, now)
 
 
@@ -567,23 +760,143 @@ async def _fire_due_escalations(c: Conn, now: float, limit: int) -> list[Escalat
             (step, next_at, now, fp),
         )
         fired.append(EscalationFired(fp, step, channels))
+    cur = await c.execute(
+        "SELECT * FROM groups WHERE status='firing' AND acked_at IS NULL "
+        "AND next_escalation_at <= %s ORDER BY next_escalation_at LIMIT %s "
+        "FOR UPDATE SKIP LOCKED",
+        (now, max(0, limit - len(fired))),
+    )
+    for r in await cur.fetchall():
+        g = rows.group_dict(r, _load)
+        gid, step = g["id"], g["escalation_step"] + 1
+        nxt = rows.next_escalation(g["escalation"], step, g["first_notified_at"])
+        if nxt is None:
+            await c.execute("UPDATE groups SET next_escalation_at=NULL WHERE id=%s", (gid,))
+            continue
+        channels, next_at = nxt
+        payload = rows.group_payload(g, await _group_firing(c, gid), 0, [], _load)
+        await _queue_group(c, gid, [(ch, "escalation") for ch in channels], payload, now, step)
+        told = list(dict.fromkeys([*g["channels"], *channels]))  # they hear the resolve too
+        await c.execute(
+            "UPDATE groups SET escalation_step=%s, next_escalation_at=%s, updated_at=%s, "
+            "channels=%s WHERE id=%s",
+            (step, next_at, now, Jsonb(told), gid),
+        )
+        fired.append(EscalationFired(gid, step, channels))
     return fired
 
 
+async def _alert_group(c: Conn, fingerprint: str) -> str | None:
+    cur = await c.execute("SELECT group_id FROM alerts WHERE fingerprint=%s", (fingerprint,))
+    r = await cur.fetchone()
+    return r["group_id"] if r else None
+
+
+async def _ack(c: Conn, fingerprint: str, who: str, now: float) -> bool:
+    gid = await _alert_group(c, fingerprint)
+    if gid:
+        await _lock_group(c, gid)  # the lock order of intake: group, then its alerts
+    cur = await c.execute(
+        "UPDATE alerts SET acked_by=coalesce(acked_by, %s), acked_at=coalesce(acked_at, %s), "
+        "next_escalation_at=NULL, updated_at=%s WHERE fingerprint=%s AND status='firing'",
+        (who, now, now, fingerprint),
+    )
+    if cur.rowcount == 0:
+        return False
+    if gid:  # the group's escalation stops once none of its firing alerts is unacknowledged
+        await c.execute(
+            "UPDATE groups SET acked_by=coalesce(acked_by, %s), "
+            "acked_at=coalesce(acked_at, %s), next_escalation_at=NULL, updated_at=%s "
+            "WHERE id=%s AND status='firing' AND NOT EXISTS (SELECT 1 FROM alerts "
+            "WHERE group_id=%s AND status='firing' AND acked_at IS NULL)",
+            (who, now, now, gid, gid),
+        )
+    return True
+
+
+async def _ack_group(c: Conn, gid: str, who: str, now: float) -> bool:
+    await _lock_group(c, gid)
+    cur = await c.execute(
+        "UPDATE groups SET acked_by=coalesce(acked_by, %s), acked_at=coalesce(acked_at, %s), "
+        "next_escalation_at=NULL, updated_at=%s WHERE id=%s AND status='firing'",
+        (who, now, now, gid),
+    )
+    if cur.rowcount == 0:
+        return False
+    await c.execute(
+        "UPDATE alerts SET acked_by=coalesce(acked_by, %s), acked_at=coalesce(acked_at, %s), "
+        "updated_at=%s WHERE group_id=%s AND status='firing'",
+        (who, now, now, gid),
+    )
+    return True
+
+
 async def _manual_resolve(c: Conn, fingerprint: str, who: str, now: float) -> bool:
-    # No row lock here: _ingest_one takes its locks in the same order as a webhook's intake
-    # (event, then alert), and its unique constraint makes two resolves at once one event.
+    # _ingest_one takes its locks in the same order as a webhook's intake (group, event, then
+    # alert), and its unique constraint makes two resolves at once one event.
+    gid = await _alert_group(c, fingerprint)
+    if gid:
+        await _lock_group(c, gid)
     cur = await c.execute(
         "SELECT * FROM alerts WHERE fingerprint=%s AND status='firing'", (fingerprint,)
     )
     r = await cur.fetchone()
     if r is None:
         return False
-    await _ingest_one(c, rows.manual_resolve_alert(r, _load), now, "manual", who)
+    a, gid = rows.manual_resolve_alert(r, _load), r["group_id"]
+    if await _ingest_one(c, a, now, "manual", who, gid) is not None and gid:
+        await _group_changed(c, gid, None, 0, [a], now, who)  # an update, or the group's resolve
     return True
 
 
+async def _resolve_group(c: Conn, gid: str, who: str, now: float) -> bool:
+    await _lock_group(c, gid)
+    cur = await c.execute(
+        "SELECT a.* FROM alerts a JOIN groups g ON g.id = a.group_id "
+        "WHERE a.group_id=%s AND a.status='firing' AND g.status='firing' ORDER BY a.fingerprint",
+        (gid,),
+    )
+    found = await cur.fetchall()
+    if not found:
+        return False
+    gone = []
+    for r in found:
+        a = rows.manual_resolve_alert(r, _load)
+        if await _ingest_one(c, a, now, "manual", who, gid) is not None:
+            gone.append(a)
+    await _group_changed(c, gid, None, 0, gone, now, who)
+    return True
+
+
+async def _firing_groups(c: Conn) -> dict[str, dict[str, Any]]:
+    cur = await c.execute(
+        "SELECT * FROM groups WHERE status='firing' ORDER BY CASE severity "
+        "WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 "
+        "ELSE 4 END, first_notified_at"
+    )
+    return {r["id"]: rows.group_dict(r, _load) for r in await cur.fetchall()}
+
+
+async def _group_deliveries(
+    c: Conn, groups: dict[str, dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """This episode's notices of each group, in one query."""
+    cur = await c.execute(
+        "SELECT o.fingerprint, o.channel, o.kind, o.step, o.state, o.attempts, "
+        "o.last_error AS error, o.finished_at FROM outbox o "
+        "JOIN groups g ON g.id = o.fingerprint AND o.created_at >= g.first_notified_at "
+        "WHERE o.fingerprint = ANY(%s) ORDER BY o.id",
+        (list(groups),),
+    )
+    out: dict[str, list[dict[str, Any]]] = {}
+    for x in await cur.fetchall():
+        out.setdefault(x.pop("fingerprint"), []).append(x)
+    return out
+
+
 async def _active_alerts(c: Conn) -> list[dict[str, Any]]:
+    groups = await _firing_groups(c)
+    notices = await _group_deliveries(c, groups)
     cur = await c.execute(
         "SELECT * FROM alerts WHERE status='firing' ORDER BY CASE severity "
         "WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 "
@@ -599,7 +912,12 @@ async def _active_alerts(c: Conn) -> list[dict[str, Any]]:
     deliveries: dict[int, list[dict[str, Any]]] = {}
     for x in await cur.fetchall():
         deliveries.setdefault(x.pop("event_id"), []).append(x)
-    return [rows.active_alert(r, _load, deliveries.get(r["firing_event_id"], [])) for r in alerts]
+    return [
+        rows.active_alert(r, _load, notices.get(gid, []), groups[gid])
+        if (gid := r["group_id"]) in groups
+        else rows.active_alert(r, _load, deliveries.get(r["firing_event_id"], []))
+        for r in alerts
+    ]
 
 
 async def _history(c: Conn, since: float) -> dict[str, Any]:

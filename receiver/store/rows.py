@@ -9,10 +9,12 @@ backend's `dump` (value -> parameter) or `load` (column -> value, None stays Non
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from .base import Delivery, IncomingAlert, IngestResult
+from .base import Delivery, IncomingAlert, IncomingGroup, IngestResult
 
 Dump = Callable[[Any], Any]
 Load = Callable[[Any], Any]
@@ -115,7 +117,27 @@ def manual_resolve_alert(r: Row, load: Load) -> IncomingAlert:
 
 def delivery(r: Row, load: Load) -> Delivery:
     """A claimed outbox row joined with its event and alert. Event columns are NULL for a
-    digest row (no event), hence the defaults."""
+    digest or group row (no event), hence the defaults."""
+    payload = load(r["payload"])
+    if isinstance(payload, dict):  # a group notification: everything is in its snapshot
+        return Delivery(
+            id=r["id"],
+            channel=r["channel"],
+            kind=r["kind"],
+            step=r["step"],
+            attempts=r["attempts"],
+            created_at=r["created_at"],
+            fingerprint=r["fingerprint"],
+            status="resolved" if r["kind"] == "resolved" else "firing",
+            severity=payload["severity"],
+            labels=payload["labels"],
+            annotations=payload["annotations"],
+            starts_at="",
+            generator_url=None,
+            external_url=payload.get("external_url"),
+            resolved_by=payload.get("resolved_by"),
+            group=payload,
+        )
     return Delivery(
         id=r["id"],
         channel=r["channel"],
@@ -132,7 +154,7 @@ def delivery(r: Row, load: Load) -> Delivery:
         generator_url=r["generator_url"],
         external_url=r["external_url"],
         resolved_by=r["resolved_by"] if r["source"] == "manual" else None,
-        digest=load(r["payload"]),
+        digest=payload,
     )
 
 
@@ -152,6 +174,9 @@ def digest_items(rows: Iterable[Row], load: Load) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for r in rows:
         payload = load(r["payload"])
+        if isinstance(payload, dict):  # a group notification
+            items.append(group_digest_item(r, payload))
+            continue
         if payload is not None:  # a held digest (cannot happen today, but never drop anything)
             items.extend(payload)
             continue
@@ -208,9 +233,17 @@ def alert_dict(r: Row, load: Load) -> dict[str, Any]:
     return {k: load(r[k]) if k in _JSON_COLUMNS else r[k] for k in _ALERT_COLUMNS}
 
 
-def active_alert(r: Row, load: Load, deliveries: list[dict[str, Any]]) -> dict[str, Any]:
-    """A firing alert with its escalation state and the deliveries of its firing event."""
+def active_alert(
+    r: Row, load: Load, deliveries: list[dict[str, Any]], group: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A firing alert with its escalation state and the deliveries of its firing event; for an
+    alert of a group, the group's (escalation and notices are per group)."""
     d = alert_dict(r, load)
+    d["group"] = r["group_id"]
+    if group is not None:
+        d["escalation"] = group_escalation(group)
+        d["deliveries"] = deliveries
+        return d
     plan = load(r["escalation"])
     step = r["escalation_step"]
     d["escalation"] = {
@@ -235,3 +268,240 @@ def resolved_alert(r: Row, load: Load) -> dict[str, Any]:
     d["time_to_resolve_s"] = round(r["resolved_at"] - t0, 3)
     d["resolved_manually"] = bool(r["manual"])  # else Alertmanager sent `resolved`
     return d
+
+
+# -- groups -----------------------------------------------------------------------------------
+
+SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+TOP_ALERTS = 5  # alerts a group message lists by name; the rest are counted
+GROUP_COLUMNS = (
+    "id",
+    "group_key",
+    "status",
+    "severity",
+    "labels",
+    "group_labels",
+    "annotations",
+    "channels",
+    "external_url",
+    "first_notified_at",
+    "updated_at",
+    "acked_by",
+    "acked_at",
+    "resolved_by",
+    "resolved_at",
+    "escalation",
+    "escalation_step",
+    "next_escalation_at",
+    "firing",
+)
+GROUP_JSON = frozenset({"labels", "group_labels", "annotations", "channels", "escalation"})
+
+
+def group_id(key: str) -> str:
+    """The group's id: sha256 of Alertmanager's groupKey, as Alertmanager's own PagerDuty
+    integration makes its dedup key. Stable across replicas and restarts."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def rank(sev: str) -> int:
+    return SEVERITY_RANK.get(sev, 4)
+
+
+def top_severity(sevs: Iterable[str]) -> str:
+    return min(sevs, key=rank, default="unknown")
+
+
+def distinct_labels(labels: dict[str, str], common: dict[str, str]) -> dict[str, str]:
+    """What tells this alert apart from the others of its group (pod, instance...)."""
+    return {k: v for k, v in labels.items() if common.get(k) != v}
+
+
+def group_sends(
+    was_firing: bool, existed: bool, firing: int, told: Sequence[str], routed: Sequence[str] | None
+) -> list[tuple[str, str]]:
+    """(channel, kind) to queue after a change of the group. `told`: the channels that carried
+    this episode's notices; `routed`: where the webhook's route sends it (None: a manual change,
+    which tells only those already told)."""
+    routed = list(routed or ())
+    if firing and not was_firing:  # a new incident (or the group fires again after resolving)
+        return [(ch, "firing") for ch in dict.fromkeys(routed)]
+    if firing:  # the group changed: an update where told, the first notice where newly routed
+        return [(ch, "update") for ch in told] + [
+            (ch, "firing") for ch in dict.fromkeys(routed) if ch not in told
+        ]
+    if was_firing:
+        return [(ch, "resolved") for ch in told]
+    # resolved alerts of a group never seen firing (e.g. the receiver was replaced): routed
+    return [] if existed else [(ch, "resolved") for ch in dict.fromkeys(routed)]
+
+
+def _alert_brief(labels: dict[str, str], common: dict[str, str], sev: str, ann, fp: str) -> dict:
+    return {
+        "fingerprint": fp,
+        "severity": sev,
+        "labels": distinct_labels(labels, common),
+        "alertname": labels.get("alertname", ""),
+        "summary": (ann or {}).get("summary", ""),
+    }
+
+
+def group_payload(
+    g: dict[str, Any],
+    firing: Sequence[Row],
+    joined: int,
+    resolved: Sequence[IncomingAlert],
+    load: Load,
+    resolved_by: str | None = None,
+) -> dict[str, Any]:
+    """The snapshot a group message is rendered from. `g`: the group's columns (decoded);
+    `firing`: its firing alerts (fingerprint, severity, labels, annotations, starts_at rows);
+    `joined`/`resolved`: what this change brought."""
+    common = g["labels"]
+    alerts = sorted(firing, key=lambda r: (rank(r["severity"]), r["starts_at"], r["fingerprint"]))
+    top = [
+        _alert_brief(
+            load(r["labels"]), common, r["severity"], load(r["annotations"]), r["fingerprint"]
+        )
+        for r in alerts[:TOP_ALERTS]
+    ]
+    by_sev = Counter(r["severity"] for r in alerts)
+    gone = sorted(resolved, key=lambda a: (rank(a.severity), a.fingerprint))
+    resolved_top = [
+        _alert_brief(a.labels, common, a.severity, a.annotations, a.fingerprint)
+        for a in gone[:TOP_ALERTS]
+    ]
+    # a group of one alert: its messages read like that alert's
+    single = top[0] if len(alerts) == 1 else None
+    if not alerts and len(resolved) == 1:
+        single = resolved_top[0]
+    return {
+        "group": g["id"],
+        "group_key": g["group_key"],
+        "severity": g["severity"],
+        "labels": common,
+        "group_labels": g["group_labels"],
+        "annotations": g["annotations"],
+        "external_url": g["external_url"],
+        "firing": len(alerts),
+        # pairs, not an object: jsonb does not keep key order
+        "by_severity": [[s, by_sev[s]] for s in sorted(by_sev, key=rank)],
+        "joined": joined,
+        "resolved": len(resolved),
+        "top": top,
+        "resolved_top": resolved_top,
+        "resolved_by": resolved_by,
+        "single": single,
+    }
+
+
+def merge_payload(older: dict[str, Any] | None, newer: dict[str, Any]) -> dict[str, Any]:
+    """An update refreshing a message not sent yet: the newest state, and the changes of both
+    (what joined and resolved since the last message that went out)."""
+    if not older:
+        return newer
+    gone = [*newer["resolved_top"], *older["resolved_top"]][:TOP_ALERTS]
+    return {
+        **newer,
+        "joined": older["joined"] + newer["joined"],
+        "resolved": older["resolved"] + newer["resolved"],
+        "resolved_top": gone,
+    }
+
+
+def group_dict(r: Row, load: Load) -> dict[str, Any]:
+    """A groups row with JSON columns decoded."""
+    return {k: load(r[k]) if k in GROUP_JSON else r[k] for k in GROUP_COLUMNS}
+
+
+def group_escalation(g: dict[str, Any]) -> dict[str, Any]:
+    plan, step = g["escalation"] or [], g["escalation_step"]
+    return {
+        "step": step,
+        "steps": len(plan),
+        "next_at": g["next_escalation_at"],
+        "next_channels": plan[step][1]
+        if g["next_escalation_at"] is not None and step < len(plan)
+        else [],
+    }
+
+
+def active_group(g: dict[str, Any], deliveries: list[dict[str, Any]]) -> dict[str, Any]:
+    """A firing group as the API shows it."""
+    out = {k: g[k] for k in GROUP_COLUMNS if k not in ("escalation", "escalation_step")}
+    out["escalation"] = group_escalation(g)
+    out["deliveries"] = deliveries
+    return out
+
+
+def group_digest_item(r: Row, p: dict[str, Any]) -> dict[str, Any]:
+    """A held group notification in a digest."""
+    return {
+        "fingerprint": r["fingerprint"],
+        "kind": r["kind"],
+        "step": r["step"],
+        "status": "resolved" if r["kind"] == "resolved" else "firing",
+        "severity": p["severity"],
+        "labels": p["labels"],
+        "summary": f"{p['firing']} firing" if p["firing"] else "all resolved",
+        "at": r["created_at"],
+    }
+
+
+def next_group(
+    old: dict[str, Any] | None,
+    g: IncomingGroup | None,
+    gid: str,
+    firing_sevs: Sequence[str],
+    sends: Sequence[tuple[str, str]],
+    now: float,
+    who: str | None,
+) -> dict[str, Any]:
+    """The group's columns after a change (g is None for a manual one, old then exists)."""
+    firing = len(firing_sevs)
+    was_firing = old is not None and old["status"] == "firing"
+    if old is None or (firing and not was_firing):  # a new episode: timers and ack start over
+        plan = [[after, list(chs)] for after, chs in g.escalation] if g else []
+        new: dict[str, Any] = {
+            "id": gid,
+            "first_notified_at": now,
+            "acked_by": None,
+            "acked_at": None,
+            "resolved_by": None,
+            "resolved_at": None,
+            "escalation": plan,
+            "escalation_step": 0,
+            "next_escalation_at": now + plan[0][0] if plan and firing else None,
+            "channels": [],
+            "severity": g.severity if g else "unknown",
+        }
+    else:
+        new = dict(old)
+    if g is not None:
+        new.update(
+            group_key=g.key,
+            labels=g.labels,
+            group_labels=g.group_labels,
+            annotations=g.annotations,
+            external_url=g.external_url,
+        )
+    told = new["channels"] if (was_firing or not firing) else []
+    new["channels"] = list(dict.fromkeys([*told, *(ch for ch, _ in sends)]))
+    new.update(status="firing" if firing else "resolved", updated_at=now, firing=firing)
+    if firing:
+        new["severity"] = top_severity(firing_sevs)
+    elif was_firing:
+        new.update(resolved_by=who or "alertmanager", resolved_at=now, next_escalation_at=None)
+    return new
+
+
+def group_upsert_sql(ph: str) -> str:
+    """INSERT ... ON CONFLICT of a whole groups row; `ph` the backend's placeholder."""
+    cols = ", ".join(GROUP_COLUMNS)
+    sets = ", ".join(f"{k}=excluded.{k}" for k in GROUP_COLUMNS if k != "id")
+    marks = ", ".join([ph] * len(GROUP_COLUMNS))
+    return f"INSERT INTO groups({cols}) VALUES ({marks}) ON CONFLICT (id) DO UPDATE SET {sets}"  # noqa: S608
+
+
+def group_params(g: dict[str, Any], dump: Dump) -> tuple[Any, ...]:
+    return tuple(dump(g[k]) if k in GROUP_JSON else g[k] for k in GROUP_COLUMNS)

@@ -20,7 +20,15 @@ from typing import Any
 import orjson
 
 from . import rows
-from .base import Delivery, EscalationFired, IncomingAlert, IngestResult, StoreError
+from .base import (
+    Delivery,
+    EscalationFired,
+    HeartbeatState,
+    IncomingAlert,
+    IncomingGroup,
+    IngestResult,
+    StoreError,
+)
 
 MIGRATIONS = [
     """
@@ -51,7 +59,28 @@ MIGRATIONS = [
     CREATE INDEX outbox_alert ON outbox(fingerprint, channel, state);
     CREATE TABLE buckets(channel TEXT PRIMARY KEY, tokens REAL NOT NULL, updated_at REAL NOT NULL);
     """,
+    # 2: Alertmanager groups are the unit of notification (docs/receiver-groups.md)
+    """
+    ALTER TABLE alerts ADD COLUMN group_id TEXT;
+    CREATE INDEX alerts_group ON alerts(group_id, status);
+    CREATE TABLE groups(
+      id TEXT PRIMARY KEY, group_key TEXT NOT NULL, status TEXT NOT NULL, severity TEXT NOT NULL,
+      labels TEXT NOT NULL, group_labels TEXT NOT NULL, annotations TEXT NOT NULL,
+      channels TEXT NOT NULL DEFAULT '[]', external_url TEXT, first_notified_at REAL NOT NULL,
+      updated_at REAL NOT NULL, acked_by TEXT, acked_at REAL, resolved_by TEXT, resolved_at REAL,
+      escalation TEXT NOT NULL DEFAULT '[]', escalation_step INTEGER NOT NULL DEFAULT 0,
+      next_escalation_at REAL, firing INTEGER NOT NULL DEFAULT 0);
+    CREATE INDEX groups_next_escalation ON groups(next_escalation_at)
+      WHERE next_escalation_at IS NOT NULL;
+    """,
+    # 3: heartbeats (dead man's switches)
+    """
+    CREATE TABLE heartbeats(
+      name TEXT PRIMARY KEY, last_ping_at REAL, missing_since REAL,
+      announced INTEGER NOT NULL DEFAULT 0);
+    """,
 ]
+_GROUP_UPSERT = rows.group_upsert_sql("?")
 
 
 def _j(v: Any) -> str:
@@ -175,8 +204,8 @@ class SQLiteStore:
     async def ping(self) -> None:
         await self._call(lambda c: c.execute("SELECT 1").fetchone())
 
-    async def ingest(self, alerts: list[IncomingAlert], now: float) -> IngestResult:
-        return await self._call(_ingest, alerts, now)
+    async def ingest(self, group: IncomingGroup, now: float) -> IngestResult:
+        return await self._call(_ingest, group, now)
 
     async def claim_due(
         self, worker: str, now: float, limit: int, lease_s: float
@@ -241,6 +270,15 @@ class SQLiteStore:
     async def resolve(self, fingerprint: str, who: str, now: float) -> bool:
         return await self._call(_manual_resolve, fingerprint, who, now)
 
+    async def ack_group(self, group_id: str, who: str, now: float) -> bool:
+        return await self._call(_ack_group, group_id, who, now)
+
+    async def resolve_group(self, group_id: str, who: str, now: float) -> bool:
+        return await self._call(_resolve_group, group_id, who, now)
+
+    async def active_groups(self) -> list[dict[str, Any]]:
+        return await self._call(_active_groups)
+
     async def active_alerts(self) -> list[dict[str, Any]]:
         return await self._call(_active_alerts)
 
@@ -260,6 +298,52 @@ class SQLiteStore:
                     "GROUP BY channel"
                 )
             }
+        )
+
+    # -- heartbeats ----------------------------------------------------------------------------
+
+    async def heartbeat_pinged(self, names: list[str], now: float) -> None:
+        await self._call(
+            lambda c: c.executemany(
+                "INSERT INTO heartbeats(name, last_ping_at) VALUES (?,?) ON CONFLICT(name) "
+                "DO UPDATE SET last_ping_at=max(coalesce(last_ping_at, 0), excluded.last_ping_at)",
+                [(n, now) for n in names],
+            )
+        )
+
+    async def heartbeat_states(self) -> dict[str, HeartbeatState]:
+        return await self._call(
+            lambda c: {
+                r[0]: HeartbeatState(r[0], r[1], r[2], bool(r[3]))
+                for r in c.execute(
+                    "SELECT name, last_ping_at, missing_since, announced FROM heartbeats"
+                )
+            }
+        )
+
+    async def heartbeat_claim_missing(
+        self, name: str, last_ping_at: float, missing_since: float
+    ) -> bool:
+        return await self._call(
+            _rowcount,
+            "UPDATE heartbeats SET missing_since=?, announced=0 "
+            "WHERE name=? AND missing_since IS NULL AND last_ping_at=?",
+            (missing_since, name, last_ping_at),
+        )
+
+    async def heartbeat_announced(self, name: str, missing_since: float) -> None:
+        await self._call(
+            _rowcount,
+            "UPDATE heartbeats SET announced=1 WHERE name=? AND missing_since=?",
+            (name, missing_since),
+        )
+
+    async def heartbeat_clear_missing(self, name: str, missing_since: float) -> bool:
+        return await self._call(
+            _rowcount,
+            "UPDATE heartbeats SET missing_since=NULL, announced=0 "
+            "WHERE name=? AND missing_since=?",
+            (name, missing_since),
         )
 
 
@@ -294,14 +378,104 @@ def _insert_outbox(
     return n
 
 
-def _ingest(c: sqlite3.Connection, alerts: list[IncomingAlert], now: float) -> IngestResult:
-    return rows.ingest_result(alerts, [_ingest_one(c, a, now, "webhook", None) for a in alerts])
+def _ingest(c: sqlite3.Connection, g: IncomingGroup, now: float) -> IngestResult:
+    gid = rows.group_id(g.key)
+    res = rows.ingest_result(
+        g.alerts, [_ingest_one(c, a, now, "webhook", None, gid) for a in g.alerts]
+    )
+    if res.accepted:  # something changed: an alert joined or resolved
+        joined = sum(a.status == "firing" for a in res.accepted)
+        resolved = [a for a in res.accepted if a.status == "resolved"]
+        res.deliveries = _group_changed(c, gid, g, joined, resolved, now, None)
+    return res
+
+
+def _group_firing(c: sqlite3.Connection, gid: str) -> list[sqlite3.Row]:
+    return c.execute(
+        "SELECT fingerprint, severity, labels, annotations, starts_at FROM alerts "
+        "WHERE group_id=? AND status='firing'",
+        (gid,),
+    ).fetchall()
+
+
+def _group_changed(
+    c: sqlite3.Connection,
+    gid: str,
+    g: IncomingGroup | None,
+    joined: int,
+    resolved: list[IncomingAlert],
+    now: float,
+    who: str | None,
+) -> int:
+    """After alerts of the group joined or resolved: the group's new state, and one outbox row
+    per channel to tell (a pending one refreshed instead). The number of new outbox rows."""
+    r = c.execute("SELECT * FROM groups WHERE id=?", (gid,)).fetchone()
+    old = rows.group_dict(r, _load) if r else None
+    firing = _group_firing(c, gid)
+    was_firing = old is not None and old["status"] == "firing"
+    told = old["channels"] if was_firing else []
+    sends = rows.group_sends(
+        was_firing, old is not None, len(firing), told, g.channels if g else None
+    )
+    new = rows.next_group(old, g, gid, [f["severity"] for f in firing], sends, now, who)
+    c.execute(_GROUP_UPSERT, rows.group_params(new, _j))
+    if firing and new["acked_at"] is not None:  # alerts joining an acknowledged group
+        c.execute(
+            "UPDATE alerts SET acked_by=?, acked_at=? WHERE group_id=? AND status='firing' "
+            "AND acked_at IS NULL",
+            (new["acked_by"], new["acked_at"], gid),
+        )
+    payload = rows.group_payload(new, firing, joined, resolved, _load, who)
+    return _queue_group(c, gid, sends, payload, now, 0)
+
+
+def _queue_group(
+    c: sqlite3.Connection,
+    gid: str,
+    sends: list[tuple[str, str]],
+    payload: dict[str, Any],
+    now: float,
+    step: int,
+) -> int:
+    """Outbox rows of a group notification. An update where the channel's last unfinished row
+    of the group is a firing or update not yet sent (pending or held by the rate limit) refreshes
+    that row instead: the channel gets the newest state once, not every step of a storm."""
+    n = 0
+    body = _j(payload)
+    for ch, kind in sends:
+        last = c.execute(
+            "SELECT id, kind, state, payload FROM outbox WHERE fingerprint=? AND channel=? "
+            "AND state IN ('pending','sending','held') ORDER BY id DESC LIMIT 1",
+            (gid, ch),
+        ).fetchone()
+        if (
+            kind == "update"
+            and last is not None
+            and last["state"] in ("pending", "held")
+            and last["kind"] in ("firing", "update")
+        ):
+            merged = rows.merge_payload(_load(last["payload"]), payload)
+            c.execute("UPDATE outbox SET payload=? WHERE id=?", (_j(merged), last["id"]))
+            continue
+        c.execute(
+            "INSERT INTO outbox(event_id, fingerprint, channel, kind, step, created_at, "
+            "next_attempt_at, payload) VALUES (NULL,?,?,?,?,?,?,?)",
+            (gid, ch, kind, step, now, now, body),
+        )
+        n += 1
+    return n
 
 
 def _ingest_one(
-    c: sqlite3.Connection, a: IncomingAlert, now: float, source: str, who: str | None
+    c: sqlite3.Connection,
+    a: IncomingAlert,
+    now: float,
+    source: str,
+    who: str | None,
+    gid: str | None,
 ) -> int | None:
-    """Store one alert event; None when it is a duplicate, else the number of outbox rows."""
+    """Store one alert event; None when it is a duplicate, else the number of outbox rows (an
+    alert of a group has none of its own: the group is notified)."""
     if (
         a.status == "firing"
         and c.execute(
@@ -321,11 +495,12 @@ def _ingest_one(
         return None
     event_id = cur.lastrowid
     if a.status == "firing":
-        plan, next_at = rows.escalation_plan(a, now)
+        plan, next_at = ([], None) if gid else rows.escalation_plan(a, now)
         c.execute(
             "INSERT INTO alerts(fingerprint, status, severity, labels, annotations, starts_at, "
             "generator_url, firing_event_id, first_notified_at, updated_at, escalation, "
-            "escalation_step, next_escalation_at) VALUES (?, 'firing', ?,?,?,?,?,?,?,?,?,0,?) "
+            "next_escalation_at, escalation_step, group_id) "
+            "VALUES (?, 'firing', ?,?,?,?,?,?,?,?,?,?,0,?) "
             "ON CONFLICT(fingerprint) DO UPDATE SET status='firing', severity=excluded.severity, "
             "labels=excluded.labels, annotations=excluded.annotations, "
             "starts_at=excluded.starts_at, "
@@ -333,11 +508,24 @@ def _ingest_one(
             "first_notified_at=excluded.first_notified_at, updated_at=excluded.updated_at, "
             "acked_by=NULL, acked_at=NULL, resolved_by=NULL, resolved_at=NULL, "
             "escalation=excluded.escalation, escalation_step=0, "
-            "next_escalation_at=excluded.next_escalation_at",
-            rows.firing_alert_params(a, event_id, now, plan, next_at, _j),
+            "next_escalation_at=excluded.next_escalation_at, group_id=excluded.group_id",
+            (*rows.firing_alert_params(a, event_id, now, plan, next_at, _j), gid),
         )
+        if gid:
+            return 0
         return _insert_outbox(c, event_id, a.fingerprint, a.channels, "firing", 0, now)
 
+    c.execute(
+        "INSERT INTO alerts(fingerprint, status, severity, labels, annotations, starts_at, "
+        "generator_url, first_notified_at, updated_at, resolved_by, resolved_at, group_id) "
+        "VALUES (?, 'resolved', ?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT(fingerprint) DO UPDATE SET status='resolved', updated_at=excluded.updated_at, "
+        "resolved_by=excluded.resolved_by, resolved_at=excluded.resolved_at, "
+        "next_escalation_at=NULL, group_id=coalesce(alerts.group_id, excluded.group_id)",
+        (*rows.resolved_alert_params(a, who, now, _j), gid),
+    )
+    if gid:
+        return 0
     # resolved: announce on every channel that carried the firing notice of this episode
     firing = c.execute(
         "SELECT id FROM events WHERE fingerprint=? AND status='firing' AND starts_at=?",
@@ -354,15 +542,6 @@ def _ingest_one(
         ]
     else:  # never saw it fire (e.g. the receiver was replaced): tell the routed channels
         channels = list(a.channels)
-    c.execute(
-        "INSERT INTO alerts(fingerprint, status, severity, labels, annotations, starts_at, "
-        "generator_url, first_notified_at, updated_at, resolved_by, resolved_at) "
-        "VALUES (?, 'resolved', ?,?,?,?,?,?,?,?,?) "
-        "ON CONFLICT(fingerprint) DO UPDATE SET status='resolved', updated_at=excluded.updated_at, "
-        "resolved_by=excluded.resolved_by, resolved_at=excluded.resolved_at, "
-        "next_escalation_at=NULL",
-        rows.resolved_alert_params(a, who, now, _j),
-    )
     return _insert_outbox(c, event_id, a.fingerprint, channels, "resolved", 0, now)
 
 
@@ -450,6 +629,28 @@ def _fire_due_escalations(c: sqlite3.Connection, now: float, limit: int) -> list
             (step, next_at, now, fp),
         )
         fired.append(EscalationFired(fp, step, channels))
+    due = c.execute(
+        "SELECT * FROM groups WHERE status='firing' AND acked_at IS NULL "
+        "AND next_escalation_at <= ? ORDER BY next_escalation_at LIMIT ?",
+        (now, max(0, limit - len(fired))),
+    ).fetchall()
+    for r in due:
+        g = rows.group_dict(r, _load)
+        gid, step = g["id"], g["escalation_step"] + 1
+        nxt = rows.next_escalation(g["escalation"], step, g["first_notified_at"])
+        if nxt is None:
+            c.execute("UPDATE groups SET next_escalation_at=NULL WHERE id=?", (gid,))
+            continue
+        channels, next_at = nxt
+        payload = rows.group_payload(g, _group_firing(c, gid), 0, [], _load)
+        _queue_group(c, gid, [(ch, "escalation") for ch in channels], payload, now, step)
+        told = list(dict.fromkeys([*g["channels"], *channels]))  # they hear the resolve too
+        c.execute(
+            "UPDATE groups SET escalation_step=?, next_escalation_at=?, updated_at=?, channels=? "
+            "WHERE id=?",
+            (step, next_at, now, _j(told), gid),
+        )
+        fired.append(EscalationFired(gid, step, channels))
     return fired
 
 
@@ -459,7 +660,34 @@ def _ack(c: sqlite3.Connection, fingerprint: str, who: str, now: float) -> bool:
         "next_escalation_at=NULL, updated_at=? WHERE fingerprint=? AND status='firing'",
         (who, now, now, fingerprint),
     )
-    return cur.rowcount > 0
+    if cur.rowcount == 0:
+        return False
+    # the group's escalation stops once none of its firing alerts is unacknowledged
+    c.execute(
+        "UPDATE groups SET acked_by=coalesce(acked_by, ?), acked_at=coalesce(acked_at, ?), "
+        "next_escalation_at=NULL, updated_at=? "
+        "WHERE id=(SELECT group_id FROM alerts WHERE fingerprint=?) AND status='firing' "
+        "AND NOT EXISTS (SELECT 1 FROM alerts WHERE group_id=groups.id AND status='firing' "
+        "AND acked_at IS NULL)",
+        (who, now, now, fingerprint),
+    )
+    return True
+
+
+def _ack_group(c: sqlite3.Connection, gid: str, who: str, now: float) -> bool:
+    cur = c.execute(
+        "UPDATE groups SET acked_by=coalesce(acked_by, ?), acked_at=coalesce(acked_at, ?), "
+        "next_escalation_at=NULL, updated_at=? WHERE id=? AND status='firing'",
+        (who, now, now, gid),
+    )
+    if cur.rowcount == 0:
+        return False
+    c.execute(
+        "UPDATE alerts SET acked_by=coalesce(acked_by, ?), acked_at=coalesce(acked_at, ?), "
+        "updated_at=? WHERE group_id=? AND status='firing'",
+        (who, now, now, gid),
+    )
+    return True
 
 
 def _manual_resolve(c: sqlite3.Connection, fingerprint: str, who: str, now: float) -> bool:
@@ -468,16 +696,65 @@ def _manual_resolve(c: sqlite3.Connection, fingerprint: str, who: str, now: floa
     ).fetchone()
     if r is None:
         return False
-    _ingest_one(c, rows.manual_resolve_alert(r, _load), now, "manual", who)
+    a, gid = rows.manual_resolve_alert(r, _load), r["group_id"]
+    if _ingest_one(c, a, now, "manual", who, gid) is not None and gid:
+        _group_changed(c, gid, None, 0, [a], now, who)  # an update, or the group's resolve
     return True
+
+
+def _resolve_group(c: sqlite3.Connection, gid: str, who: str, now: float) -> bool:
+    found = c.execute(
+        "SELECT a.* FROM alerts a JOIN groups g ON g.id = a.group_id "
+        "WHERE a.group_id=? AND a.status='firing' AND g.status='firing'",
+        (gid,),
+    ).fetchall()
+    if not found:
+        return False
+    gone = [rows.manual_resolve_alert(r, _load) for r in found]
+    gone = [a for a in gone if _ingest_one(c, a, now, "manual", who, gid) is not None]
+    _group_changed(c, gid, None, 0, gone, now, who)
+    return True
+
+
+def _group_deliveries(c: sqlite3.Connection, g: dict[str, Any]) -> list[dict[str, Any]]:
+    """This episode's notices of the group."""
+    return [
+        dict(x)
+        for x in c.execute(
+            "SELECT channel, kind, step, state, attempts, last_error AS error, finished_at "
+            "FROM outbox WHERE fingerprint=? AND created_at >= ? ORDER BY id",
+            (g["id"], g["first_notified_at"]),
+        )
+    ]
+
+
+def _firing_groups(c: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    return {
+        r["id"]: rows.group_dict(r, _load)
+        for r in c.execute(
+            "SELECT * FROM groups WHERE status='firing' ORDER BY CASE severity "
+            "WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 "
+            "ELSE 4 END, first_notified_at"
+        )
+    }
+
+
+def _active_groups(c: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [rows.active_group(g, _group_deliveries(c, g)) for g in _firing_groups(c).values()]
 
 
 def _active_alerts(c: sqlite3.Connection) -> list[dict[str, Any]]:
     out = []
+    groups = _firing_groups(c)
+    notices = {gid: _group_deliveries(c, g) for gid, g in groups.items()}
     for r in c.execute(
         "SELECT * FROM alerts WHERE status='firing' ORDER BY CASE severity WHEN 'critical' THEN 0 "
         "WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END, first_notified_at"
     ):
+        if r["group_id"] in groups:
+            gid = r["group_id"]
+            out.append(rows.active_alert(r, _load, notices[gid], groups[gid]))
+            continue
         deliveries = [
             dict(x)
             for x in c.execute(
@@ -522,10 +799,14 @@ def _dead_letters(c: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
         for r in c.execute(
             "SELECT o.id, o.channel, o.kind, o.step, o.fingerprint, o.attempts, o.last_error AS "
             "error, "
-            "o.created_at, o.finished_at AS dead_at, json_extract(e.labels, '$.alertname') AS "
-            "alertname "
+            "o.created_at, o.finished_at AS dead_at, coalesce(json_extract(e.labels, "
+            "'$.alertname'), json_extract(o.payload, '$.labels.alertname')) AS alertname "
             "FROM outbox o LEFT JOIN events e ON e.id = o.event_id WHERE o.state='dead' "
             "ORDER BY o.finished_at DESC LIMIT ?",
             (limit,),
         )
     ]
+
+
+def _rowcount(c: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> bool:
+    return c.execute(sql, params).rowcount > 0

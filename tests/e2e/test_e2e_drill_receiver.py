@@ -6,6 +6,7 @@ Each drill reports what was written (alerts accepted), delivered, duplicated and
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import socket
@@ -35,6 +36,26 @@ from e2e_harness import am_alert as alert
 pytestmark = pytest.mark.slow
 
 SEQ = re.compile(r"drill alert #(\d{5})")
+GID = re.compile(r"group ([0-9a-f]{12})")  # the footer of every group message
+
+
+def group_webhook(alerts: list[dict], key: str) -> dict:
+    """A webhook of the Alertmanager group `key` (the receiver notifies per group:
+    docs/receiver-groups.md)."""
+    return {**webhook(alerts), "groupKey": key}
+
+
+def gid12(key: str) -> str:
+    """How a group's messages name it: the first 12 hex digits of sha256(groupKey)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def groups_told(notes, ids) -> list[str]:
+    """The groups (of `ids`) a channel was told about, once per message."""
+    out = []
+    for n in notes:
+        out.extend(g for g in set(GID.findall(n.text)) if g in ids)
+    return out
 
 
 def seqs(notes, alertname: str) -> list[int]:
@@ -54,30 +75,33 @@ def tally(report, expected: set[int], got: list[int]) -> None:
 
 
 def test_receiver_sigkill_mid_burst_loses_no_accepted_alert(group, sinks, drill) -> None:
-    """1,000 alerts in 100 webhooks (Alertmanager's format, posted directly: Alertmanager would
-    take minutes to produce them), 4 senders; SIGKILL when 300 are accepted. Webhooks that failed
-    are sent again after the restart, as Alertmanager retries. Every alert that got a 200 must be
-    delivered; none may be delivered twice (beyond a delivery in flight at the kill)."""
-    report = drill("receiver-sigkill-burst", "alerts")
+    """1,000 alerts in 100 webhooks, one Alertmanager group of 10 each (group_by alertname,
+    batch; Alertmanager's format, posted directly: Alertmanager would take minutes to produce
+    them), 4 senders; SIGKILL when 300 alerts are accepted. Webhooks that failed are sent again
+    after the restart, as Alertmanager retries. Every group that got a 200 must be notified,
+    saying its 10 alerts; none twice (beyond a delivery in flight at the kill)."""
+    report = drill("receiver-sigkill-burst", "groups of 10 alerts")
     rcv = start_receiver(group, sinks, db="kill.db")
     batches = [[alert("DrillKill", b * 10 + i, "medium") for i in range(10)] for b in range(100)]
-    report.written = 1000
-    accepted: set[int] = set()
+    keys = [f'{{}}:{{alertname="DrillKill", batch="b{b:02d}"}}' for b in range(100)]
+    ids = {gid12(k): b for b, k in enumerate(keys)}
+    report.written = 100
+    accepted: set[int] = set()  # batches (groups)
     failed: list[int] = []  # batch numbers to retry
     lock = threading.Lock()
     killed = threading.Event()
 
     def send(b: int) -> None:
         try:
-            status, _ = rcv.post(webhook(batches[b]), timeout=10)
+            status, _ = rcv.post(group_webhook(batches[b], keys[b]), timeout=10)
         except OSError:
             status = 0
         with lock:
             if status == 200:
-                accepted.update(range(b * 10, b * 10 + 10))
+                accepted.add(b)
             else:
                 failed.append(b)
-            if len(accepted) >= 300 and not killed.is_set():
+            if len(accepted) >= 30 and not killed.is_set():
                 killed.set()
                 rcv.proc.kill9()
 
@@ -86,7 +110,7 @@ def test_receiver_sigkill_mid_burst_loses_no_accepted_alert(group, sinks, drill)
         list(pool.map(send, range(100)))
     assert killed.is_set(), "the burst finished before the kill"
     accepted_before_kill = set(accepted)
-    report.notes["accepted_before_kill"] = len(accepted_before_kill)
+    report.notes["groups_accepted_before_kill"] = len(accepted_before_kill)
     report.notes["webhooks_failed_at_kill"] = len(failed)
 
     rcv.start()  # same config, same SQLite file
@@ -95,22 +119,26 @@ def test_receiver_sigkill_mid_burst_loses_no_accepted_alert(group, sinks, drill)
         list(pool.map(send, retry))
     assert not failed, f"webhooks still refused after the restart: {failed}"
 
-    def all_delivered():
-        return set(seqs(sinks.received("slack"), "DrillKill")) >= accepted
+    def told() -> list[int]:
+        return [ids[g] for g in groups_told(sinks.received("slack"), ids)]
 
     try:
-        wait_until(all_delivered, 120, interval=0.5, what="every accepted alert delivered")
+        wait_until(lambda: set(told()) >= accepted, 120, interval=0.5,
+                   what="every accepted group notified")
     finally:
-        got = seqs(sinks.received("slack"), "DrillKill")
+        got = told()
         tally(report, accepted, got)
-        report.notes["lost_of_accepted_before_kill"] = len(
-            accepted_before_kill - set(got))
+        report.notes["lost_of_accepted_before_kill"] = len(accepted_before_kill - set(got))
         report.seconds = time.monotonic() - t0
         print(report.line())
     time.sleep(1)  # a late duplicate would show here
-    tally(report, accepted, seqs(sinks.received("slack"), "DrillKill"))
+    tally(report, accepted, told())
     assert report.lost == 0
-    assert report.delivered == 1000
+    assert report.delivered == 100
+    # every group message says all 10 of its alerts
+    assert all("10 firing" in n.text for n in sinks.received("slack", "DrillKill")), "a count"
+    # all 1,000 alerts stored, one by one
+    assert len(rcv.alerts()["alerts"]) == 1000
     # At-least-once: a delivery sent but not yet marked when the process died goes out again.
     # The receiver's workers (4) x batch bound that; anything above means the dedup is broken.
     assert report.duplicated <= 4 * 32, report.as_dict()
@@ -122,8 +150,9 @@ def test_receiver_sigkill_mid_burst_from_real_alertmanager(group, sinks, drill) 
     spread over about 3 s (all at once they are stored before anyone can kill). The receiver
     is SIGKILLed once it has accepted 300 alerts and restarted 2 s later; Alertmanager retries the
     webhooks that failed (its flush retries, then the next group_interval). Every alert must
-    reach Slack, and at most a few deliveries in flight at the kill twice."""
-    report = drill("receiver-sigkill-burst-via-alertmanager", "alerts")
+    reach the receiver's store and every group Slack, at most a few deliveries in flight at the
+    kill twice."""
+    report = drill("receiver-sigkill-burst-via-alertmanager", "groups of 10 alerts")
     rcv = start_receiver(group, sinks, db="kill-am.db")
     am = start_alertmanager(group, rcv.port, "am-kill", group_by=["alertname", "batch"])
     now = datetime.now(UTC)
@@ -153,13 +182,21 @@ def test_receiver_sigkill_mid_burst_from_real_alertmanager(group, sinks, drill) 
     feeder.join(timeout=30)
     time.sleep(2)  # Alertmanager's webhooks now fail with connection refused
     rcv.start()
-    expected = set(range(1000))
+    expected = set(range(100))  # the groups (alertname, batch): b00..b99
+    report.written = len(expected)
+
+    def told() -> list[int]:
+        # the receiver's API names each group's labels; its messages name the group's id
+        ids = {g["id"][:12]: int(g["group_labels"]["batch"][1:])
+               for g in rcv.alerts()["groups"] if g["labels"].get("alertname") == "DrillKillAM"}
+        return [ids[g] for g in groups_told(sinks.received("slack"), ids)]
+
     try:
-        wait_until(lambda: set(seqs(sinks.received("slack"), "DrillKillAM")) >= expected, 180,
-                   interval=0.5, what="every alert delivered after the restart")
+        wait_until(lambda: set(told()) >= expected, 180,
+                   interval=0.5, what="every group notified after the restart")
         time.sleep(2)  # a late duplicate would show here
     finally:
-        tally(report, expected, seqs(sinks.received("slack"), "DrillKillAM"))
+        tally(report, expected, told())
         am_m = scrape(am.url + "/metrics")
         report.notes["alertmanager_webhook_requests_failed"] = metric_sum(
             am_m, "alertmanager_notification_requests_failed_total", integration="webhook")
@@ -170,6 +207,7 @@ def test_receiver_sigkill_mid_burst_from_real_alertmanager(group, sinks, drill) 
     assert at_kill < 1000, "the burst was over before the kill"
     assert report.notes["alertmanager_webhook_requests_failed"] > 0, "no webhook failed: no drill"
     assert report.lost == 0, report.as_dict()
+    assert len(rcv.alerts()["alerts"]) == 1000  # every alert stored
     assert report.duplicated <= 4 * 32, report.as_dict()
 
 
@@ -183,18 +221,24 @@ def test_channel_down_then_back_nothing_dropped(group, sinks, drill) -> None:
     first retry after the outage could come up to 5 minutes later: longer than the suite may
     wait; the retry age is the shipped 24 h). Every notification arrives once, the outage shows in
     the metrics while it lasts, and the other channels are not held up by the broken one."""
-    report = drill("channel-down", "notifications")
+    report = drill("channel-down", "group notifications")
     rcv = start_receiver(group, sinks, db="down.db",
                          delivery={"backoff_initial": "200ms", "backoff_max": "5s"})
     t0 = time.monotonic()
     sinks.set_mode("slack", "fail500")
     sent = 0
+    ids: dict[str, int] = {}  # group id -> the post that made it (each post: a group of its own)
 
     def post(n: int, severity: str = "medium") -> None:
         nonlocal sent
         batch = [alert("DrillDown", i, severity) for i in range(sent, sent + n)]
-        assert rcv.post(webhook(batch))[0] == 200
+        key = f'{{}}:{{alertname="DrillDown", post="{len(ids)}"}}'
+        assert rcv.post(group_webhook(batch, key))[0] == 200
+        ids[gid12(key)] = len(ids)
         sent += n
+
+    def told(ch: str) -> list[int]:
+        return [ids[g] for g in groups_told(sinks.received(ch), ids)]
 
     post(10)
     wait_until(lambda: sinks.hits["slack"] >= 3, 15, what="slack tried while failing")
@@ -218,8 +262,8 @@ def test_channel_down_then_back_nothing_dropped(group, sinks, drill) -> None:
     during = rcv.metrics()
     sinks.set_mode("slack", "ok")
     t_back = time.monotonic()
-    expected = set(range(sent))
-    report.written = sent
+    expected = set(ids.values())
+    report.written = len(expected)
     failures_500 = metric_sum(during_500, "tailpage_receiver_notifications_total",
                               channel="slack", result="failure")
     failures = metric_sum(during, "tailpage_receiver_notifications_total",
@@ -227,14 +271,14 @@ def test_channel_down_then_back_nothing_dropped(group, sinks, drill) -> None:
     queued = metric_sum(during, "tailpage_receiver_queue_depth", channel="slack")
     drained = None
     try:
-        wait_until(lambda: set(seqs(sinks.received("slack"), "DrillDown")) >= expected, 60,
+        wait_until(lambda: set(told("slack")) >= expected, 60,
                    what="every notification after the channel came back")
         drained = round(time.monotonic() - t_back, 1)
         wait_until(lambda: metric_sum(rcv.metrics(), "tailpage_receiver_queue_depth",
                                       channel="slack") == 0, 15, what="slack queue empty")
         time.sleep(1)  # a late duplicate would show here
     finally:
-        tally(report, expected, seqs(sinks.received("slack"), "DrillDown"))
+        tally(report, expected, told("slack"))
         report.seconds = time.monotonic() - t0
         report.notes.update({
             "outage": f"{OUTAGE_500_S:g} s HTTP 500 + {OUTAGE_REFUSED_S:g} s connection refused",
@@ -341,7 +385,8 @@ def test_garbage_at_the_webhook_gets_the_right_codes(group, sinks, drill) -> Non
         if status != want:
             bad.append((name, status, want))
         assert rcv.proc.alive(), f"the receiver crashed on {name}"
-        good_status = rcv.post(webhook([alert("DrillGarbage", i, "medium")]))[0]
+        good = group_webhook([alert("DrillGarbage", i, "medium")], f"garbage-good-{i}")
+        good_status = rcv.post(good)[0]
         assert good_status == 200, f"good webhook after {name}: {good_status}"
         goods.append(i)
     expected = set(goods)

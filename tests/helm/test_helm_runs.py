@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 pytestmark = pytest.mark.slow
 
 RECEIVER = f"{RELEASE}-tailpage-receiver"
+AMC = f"{RELEASE}-tailpage"  # the main AlertmanagerConfig; {AMC}-heartbeat is the heartbeat's
 DEMO = f"{RELEASE}-tailpage-demo"
 WEBHOOK = {
     "version": "4", "status": "firing", "receiver": "tailpage", "groupKey": "{}:{}",
@@ -89,7 +90,7 @@ def test_receiver_runs_as_rendered_and_pages_with_the_charts_secrets(render, sin
     values["receiver"]["routes"] = [{"match": {"severity": "critical"}, "channels": ["ops"]}]
     docs = render(values)
     pod = prepare(docs, RECEIVER, "receiver", tmp_path)
-    hook = one(docs, "AlertmanagerConfig")["spec"]["receivers"][0]["webhookConfigs"][0]
+    hook = one(docs, "AlertmanagerConfig", AMC)["spec"]["receivers"][0]["webhookConfigs"][0]
     cred = hook["httpConfig"]["authorization"]["credentials"]
     token = (pod.paths["/etc/tailpage/secrets"] / cred["key"]).read_text()
     assert token == "sekret-token"

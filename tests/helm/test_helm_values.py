@@ -22,6 +22,7 @@ FREE_FORM = {
     "exporter.checkpoint.volume", "exporter.config", "exporter.resources",
     "exporter.securityContext", "podMonitor.labels", "podMonitor.namespaceSelector",
     "serviceMonitor.labels", "prometheusRule.labels", "alertmanagerConfig.labels",
+    "alertmanagerConfig.heartbeat.labels",
     "dashboards.labels", "dashboards.annotations",
 }
 KEY = re.compile(r"^(\s*)([A-Za-z_][\w-]*):")

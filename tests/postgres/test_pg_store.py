@@ -10,15 +10,28 @@ import psycopg
 import pytest
 from pg_harness import PgServer
 from psycopg import sql
-from rcv_helpers import AUTH, Sink, base_config, one_alert, wait_for  # tests/receiver (conftest)
+from rcv_helpers import (  # tests/receiver (conftest)
+    AUTH,
+    Sink,
+    base_config,
+    one_alert,
+    store_gid,
+    store_group,
+    wait_for,
+)  # tests/receiver (conftest)
 
 from receiver import config as config_mod
 from receiver.app import build_app
 from receiver.store import IncomingAlert, StoreError
-from receiver.store.postgresql import PostgreSQLStore
+from receiver.store.postgresql import MIGRATIONS, PostgreSQLStore
 
 
-def _alert(fp: str, status: str = "firing", channels=("slack", "sms"), escalation=()):
+def _group(fp: str, status: str = "firing", channels=("slack", "sms"), escalation=()):
+    """A webhook of one group with one alert."""
+    return store_group(_alert(fp, status), key=f"g-{fp}", channels=channels, escalation=escalation)
+
+
+def _alert(fp: str, status: str = "firing"):
     return IncomingAlert(
         fingerprint=fp,
         status=status,
@@ -28,8 +41,7 @@ def _alert(fp: str, status: str = "firing", channels=("slack", "sms"), escalatio
         annotations={"summary": f"summary {fp}"},
         generator_url=None,
         severity="critical",
-        channels=channels,
-        escalation=escalation,
+        channels=(),
     )
 
 
@@ -43,24 +55,33 @@ async def replicas(pg_server: PgServer, pg_db: str):
 
 
 async def test_replicas_starting_together_migrate_once(pg_server: PgServer, pg_db: str, replicas):
-    assert pg_server.sql(pg_db, "SELECT version FROM tailpage_schema_version") == [(1,)]
+    # 1: base, 2: groups, 3: heartbeats
+    assert len(MIGRATIONS) == 3
+    assert pg_server.sql(pg_db, "SELECT version FROM tailpage_schema_version ORDER BY 1") == [
+        (1,),
+        (2,),
+        (3,),
+    ]
     # and a restart on the migrated schema changes nothing
     s = PostgreSQLStore(pg_server.dsn(pg_db))
     await s.open()
     await s.close()
-    assert pg_server.sql(pg_db, "SELECT count(*) FROM tailpage_schema_version") == [(1,)]
+    assert pg_server.sql(pg_db, "SELECT count(*) FROM tailpage_schema_version") == [(3,)]
 
 
 async def test_same_alerts_to_every_replica_at_once_are_stored_once(pg_server, pg_db, replicas):
     batch = [_alert(f"fp{i:02d}") for i in range(30)]
-    # every replica gets the whole batch, in a different order, at the same moment
+    # every replica gets the whole group, alerts in a different order, at the same moment
     orders = [batch, batch[::-1], batch[10:] + batch[:10]]
     results = await asyncio.gather(
-        *(s.ingest(list(o), time.time()) for s, o in zip(replicas, orders, strict=True))
+        *(
+            s.ingest(store_group(*o, key="g", channels=("slack", "sms")), time.time())
+            for s, o in zip(replicas, orders, strict=True)
+        )
     )
     assert sum(len(r.accepted) for r in results) == 30
     assert sum(len(r.duplicates) for r in results) == 60
-    assert sum(r.deliveries for r in results) == 60  # one outbox row per alert and channel
+    assert sum(r.deliveries for r in results) == 2  # one outbox row per group and channel
     rows = pg_server.sql(
         pg_db, "SELECT fingerprint, channel, count(*) FROM outbox GROUP BY 1, 2 HAVING count(*) > 1"
     )
@@ -70,7 +91,8 @@ async def test_same_alerts_to_every_replica_at_once_are_stored_once(pg_server, p
 async def test_claims_are_disjoint_and_a_dead_replicas_lease_passes_on(replicas):
     a, b, c = replicas
     now = time.time()
-    await a.ingest([_alert(f"c{i:02d}") for i in range(40)], now)
+    for i in range(40):
+        await a.ingest(_group(f"c{i:02d}"), now)
     claims = await asyncio.gather(*(s.claim_due("w", now, 30, lease_s=10) for s in replicas))
     ids = [d.id for batch in claims for d in batch]
     assert len(ids) == len(set(ids)) == 80  # every row claimed once, none twice
@@ -95,12 +117,13 @@ async def test_claims_are_disjoint_and_a_dead_replicas_lease_passes_on(replicas)
 async def test_an_escalation_step_fires_on_exactly_one_replica(pg_server, pg_db, replicas):
     now = time.time()
     plan = ((1.0, ("pagerduty",)), (2.0, ("phone",)))
-    await replicas[0].ingest([_alert(f"e{i:02d}", escalation=plan) for i in range(25)], now)
+    for i in range(25):
+        await replicas[0].ingest(_group(f"e{i:02d}", escalation=plan), now)
     for t in (now + 1.5, now + 2.5):
         fired = await asyncio.gather(*(s.fire_due_escalations(t, 100) for s in replicas))
-        assert sorted(f.fingerprint for batch in fired for f in batch) == [
-            f"e{i:02d}" for i in range(25)
-        ]
+        assert sorted(f.fingerprint for batch in fired for f in batch) == sorted(
+            store_gid(f"g-e{i:02d}") for i in range(25)
+        )
     rows = pg_server.sql(
         pg_db, "SELECT channel, step, count(*) FROM outbox WHERE kind='escalation' GROUP BY 1, 2"
     )
@@ -112,7 +135,8 @@ async def test_rate_limit_and_digest_hold_across_replicas(replicas):
     # burst 5 shared by three replicas taking tokens at once: 5 in total, not 5 each
     got = await asyncio.gather(*(s.take_token("sms", now, 0.001, 5) for s in replicas * 4))
     assert got.count(True) == 5
-    await replicas[0].ingest([_alert(f"d{i:02d}", channels=("sms",)) for i in range(12)], now)
+    for i in range(12):
+        await replicas[0].ingest(_group(f"d{i:02d}", channels=("sms",)), now)
     for s in replicas:
         for d in await s.claim_due("w", now, 4, lease_s=10):
             await s.hold(d.id, now)

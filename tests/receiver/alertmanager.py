@@ -40,15 +40,16 @@ receivers:
 
 
 @contextlib.contextmanager
-def alertmanager(webhook_url: str, token: str) -> Iterator[str]:
-    """Start Alertmanager on a free loopback port; yields its base URL."""
+def alertmanager(webhook_url: str, token: str, config: str = CONFIG) -> Iterator[str]:
+    """Start Alertmanager on a free loopback port; yields its base URL. `config`: a template
+    with {url} and {token} (CONFIG by default)."""
     if BINARY is None:
         raise RuntimeError(
             "prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)"
         )
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "am.yml"
-        cfg.write_text(CONFIG.format(url=webhook_url, token=token))
+        cfg.write_text(config.format(url=webhook_url, token=token))
         port = free_port()
         proc = subprocess.Popen(
             [

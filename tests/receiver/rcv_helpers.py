@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 import socket
 import subprocess
@@ -27,7 +28,8 @@ def payload(name: str) -> dict:
 
 
 def one_alert(fp: str, status: str = "firing", severity: str = "critical", **labels) -> dict:
-    """A real captured payload narrowed to one alert with the given fingerprint and labels."""
+    """A real captured payload narrowed to one alert with the given fingerprint and labels, in a
+    group of its own (as Alertmanager sends it when group_by tells the alerts apart)."""
     body = copy.deepcopy(payload("firing" if status == "firing" else "resolved"))
     a = body["alerts"][0]
     a["fingerprint"] = fp
@@ -36,7 +38,69 @@ def one_alert(fp: str, status: str = "firing", severity: str = "critical", **lab
         a["endsAt"] = "2026-01-01T12:10:00Z"
     a["status"] = body["status"] = status
     body["alerts"] = [a]
+    body["groupKey"] = f'{{}}:{{fingerprint="{fp}"}}'
+    body["commonLabels"] = dict(a["labels"])
+    body["commonAnnotations"] = dict(a.get("annotations") or {})
     return body
+
+
+def gid(body: dict) -> str:
+    """The receiver's id of a webhook's group (its PagerDuty dedup key)."""
+    return hashlib.sha256(body["groupKey"].encode()).hexdigest()
+
+
+def store_group(*alerts, key: str | None = None, channels=("slack",), escalation=()):
+    """What intake hands the store for one webhook (tests that drive the store directly)."""
+    from receiver.store import IncomingGroup
+
+    return IncomingGroup(
+        key=key or f"g-{alerts[0].fingerprint}",
+        labels={"alertname": alerts[0].labels.get("alertname", "X")},
+        group_labels={},
+        annotations={},
+        severity=alerts[0].severity,
+        channels=tuple(channels),
+        escalation=tuple(escalation),
+        alerts=tuple(alerts),
+    )
+
+
+def store_gid(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def group_body(key: str, alerts: list[dict], status: str | None = None) -> dict:
+    """A webhook of one Alertmanager group with these alerts (dicts as in a real payload):
+    commonLabels/commonAnnotations computed as Alertmanager does."""
+    body = copy.deepcopy(payload("firing"))
+    common = dict(alerts[0]["labels"])
+    for a in alerts[1:]:
+        common = {k: v for k, v in common.items() if a["labels"].get(k) == v}
+    ann = dict(alerts[0].get("annotations") or {})
+    for a in alerts[1:]:
+        ann = {k: v for k, v in ann.items() if (a.get("annotations") or {}).get(k) == v}
+    firing = any(a["status"] == "firing" for a in alerts)
+    body.update(
+        groupKey=key,
+        alerts=alerts,
+        commonLabels=common,
+        commonAnnotations=ann,
+        status=status or ("firing" if firing else "resolved"),
+    )
+    return body
+
+
+def alert(fp: str, status: str = "firing", severity: str = "critical", **labels) -> dict:
+    """One alert of a webhook body (for group_body)."""
+    return {
+        "fingerprint": fp,
+        "status": status,
+        "startsAt": "2026-01-01T12:00:00Z",
+        "endsAt": "2026-01-01T12:10:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus.example/graph?g0.expr=x",
+        "labels": {"alertname": "PodCrash", "namespace": "shop", "severity": severity, **labels},
+        "annotations": {"summary": f"{labels.get('pod', fp)} is crashing"},
+    }
 
 
 class Sink:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import time
 
-from rcv_helpers import AUTH, base_config, eventually, one_alert, wait_for
+from rcv_helpers import (
+    AUTH,
+    base_config,
+    eventually,
+    gid,
+    one_alert,
+    store_gid,
+    store_group,
+    wait_for,
+)
 
 from receiver.store import IncomingAlert
 
@@ -36,7 +45,9 @@ async def test_escalates_until_acknowledged_and_resolve_is_announced_everywhere(
     [sms] = sink.to("sms")
     assert "escalation 1: not acknowledged" in sms["message"]
     [pd] = sink.to("pagerduty")
-    assert "(escalation 2: not acknowledged)" in pd["title"] and pd["dedup_key"] == "e1"
+    assert "(escalation 2: not acknowledged)" in pd["title"] and pd["dedup_key"] == gid(
+        one_alert("e1")
+    )
     assert len(sink.to("slack")) == 2  # the first notice of both; e2 (acked) never escalated
 
     alerts = {
@@ -78,7 +89,7 @@ async def test_escalates_until_acknowledged_and_resolve_is_announced_everywhere(
     await eventually(counted)
 
 
-def _alert(fp: str, status: str = "firing", escalation=((0.2, ("sms",)),)) -> IncomingAlert:
+def _alert(fp: str, status: str = "firing") -> IncomingAlert:
     return IncomingAlert(
         fingerprint=fp,
         status=status,
@@ -88,19 +99,23 @@ def _alert(fp: str, status: str = "firing", escalation=((0.2, ("sms",)),)) -> In
         annotations={},
         generator_url=None,
         severity="critical",
-        channels=("slack",),
-        escalation=escalation,
+        channels=(),
     )
+
+
+def _group(*alerts: IncomingAlert, escalation=((0.2, ("sms",)),)):
+    return store_group(*alerts, escalation=escalation)
 
 
 async def test_timers_and_outbox_survive_a_restart(make_store):
     now = time.time()
     s = make_store()
     await s.open()
-    res = await s.ingest([_alert("r1"), _alert("r1")], now)
+    res = await s.ingest(_group(_alert("r1"), _alert("r1")), now)
     assert len(res.accepted) == 1 and len(res.duplicates) == 1 and res.deliveries == 1
     [claimed] = await s.claim_due("w1", now, 10, lease_s=30)
-    assert claimed.channel == "slack" and claimed.fingerprint == "r1"
+    assert claimed.channel == "slack" and claimed.fingerprint == store_gid("g-r1")
+    assert claimed.group is not None and claimed.group["firing"] == 1
     await s.close()  # as if the process died mid-send and restarted
 
     s = make_store()
@@ -119,8 +134,8 @@ async def test_timers_and_outbox_survive_a_restart(make_store):
 
 async def test_resolve_waits_for_its_firing_notice_and_leases_exclude(store):
     now = time.time()
-    await store.ingest([_alert("o1", escalation=())], now)
-    await store.ingest([_alert("o1", "resolved")], now)
+    await store.ingest(_group(_alert("o1"), escalation=()), now)
+    await store.ingest(_group(_alert("o1", "resolved")), now)
     [first] = await store.claim_due("w1", now, 10, lease_s=30)
     assert first.kind == "firing"
     assert await store.claim_due("w2", now, 10, lease_s=30) == []  # leased; resolve must wait
@@ -137,15 +152,14 @@ async def test_token_bucket_and_digest_in_the_store(store):
     now = time.time()
     assert [await store.take_token("sms", now, 1.0, 2) for _ in range(3)] == [True, True, False]
     assert await store.take_token("sms", now + 1.0, 1.0, 2) is True  # refilled one per second
-    await store.ingest([_alert(f"d{i}", escalation=()) for i in range(3)], now)
+    for i in range(3):
+        await store.ingest(_group(_alert(f"d{i}"), escalation=()), now)
     for d in await store.claim_due("w", now, 10, 30):
         await store.hold(d.id, now)
     assert await store.channels_with_held() == ["slack"]
     digest_id = await store.make_digest("slack", now)
     assert digest_id is not None and await store.channels_with_held() == []
     [digest] = await store.claim_due("w", now, 10, 30)
-    assert digest.kind == "digest" and sorted(i["fingerprint"] for i in digest.digest) == [
-        "d0",
-        "d1",
-        "d2",
-    ]
+    assert digest.kind == "digest" and sorted(i["fingerprint"] for i in digest.digest) == sorted(
+        store_gid(f"g-d{i}") for i in range(3)
+    )

@@ -103,22 +103,29 @@ async def test_real_alertmanager_to_receiver_to_channels(sink, tmp_path):
         await ready(port, proc)
         with alertmanager(f"http://127.0.0.1:{port}/alerts", TOKEN) as am:
             await asyncio.to_thread(post_alerts, am, sample_alerts())
-            await wait_for(lambda: len(sink.to("pagerduty")) == 2, timeout=20, what="firing pages")
+            await wait_for(lambda: len(sink.to("pagerduty")) >= 1, timeout=20, what="firing page")
             from datetime import UTC, datetime
 
             await asyncio.to_thread(post_alerts, am, sample_alerts(ends_at=datetime.now(UTC)))
             await wait_for(
-                lambda: all(len(sink.to(c)) == 4 for c in ("pagerduty", "sms", "slack")),
+                lambda: all(
+                    sink.to(c)
+                    and "[RESOLVED]" in sink.to(c)[-1]["title"] + sink.to(c)[-1]["message"]
+                    for c in ("pagerduty", "sms", "slack")
+                ),
                 timeout=20,
                 what="resolved notices on every channel",
             )
     finally:
         stop(proc)
     out = (tmp_path / "run.log").read_text()
+    # group_by [alertname]: one group, one incident; the two alerts may come in one webhook or
+    # in two (then the second is an update of the same group)
     pd = sink.to("pagerduty")
-    assert [p["event_action"] for p in pd] == ["trigger", "trigger", "resolve", "resolve"]
-    assert {p["dedup_key"] for p in pd[:2]} == {p["dedup_key"] for p in pd[2:]}
-    assert len(sink.to("slack")) == 4 and len(sink.to("sms")) == 4
+    assert [p["event_action"] for p in pd][-1] == "resolve"
+    assert set(p["event_action"] for p in pd[:-1]) == {"trigger"} and len(pd) <= 3
+    assert len({p["dedup_key"] for p in pd}) == 1  # one dedup key for the group
+    assert len(sink.to("slack")) == len(pd) and len(sink.to("sms")) == len(pd)
     assert proc.returncode == 0, out
     assert TOKEN not in out and f"127.0.0.1:{sink.port}" not in out
 

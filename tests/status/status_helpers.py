@@ -118,11 +118,30 @@ class Receiver:
             return r.status, await r.json()
 
     async def alertmanager_sends(self, body: dict) -> None:
-        """POST /alerts as Alertmanager does (its user agent, JSON body, bearer token)."""
+        """POST /alerts as Alertmanager does (its user agent, JSON body, bearer token), as if
+        its route grouped by every label: one webhook, one group per alert, so each row of the
+        board has notices of its own (the group model: docs/receiver-groups.md)."""
         headers = {**self.headers, "User-Agent": "Alertmanager/0.25.0"}
+        for a in body["alerts"]:
+            one = {
+                **body,
+                "alerts": [a],
+                "status": a["status"],
+                "groupKey": f'{{}}:{{fingerprint="{a["fingerprint"]}"}}',
+                "commonLabels": a["labels"],
+                "commonAnnotations": a.get("annotations") or {},
+            }
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(self.url + "/alerts", json=one, headers=headers) as r,
+            ):
+                assert r.status == 200, await r.text()
+
+    async def sends_group(self, body: dict) -> None:
+        """POST /alerts one webhook as it is: one Alertmanager group of all its alerts."""
         async with (
             aiohttp.ClientSession() as s,
-            s.post(self.url + "/alerts", json=body, headers=headers) as r,
+            s.post(self.url + "/alerts", json=body, headers=self.headers) as r,
         ):
             assert r.status == 200, await r.text()
 

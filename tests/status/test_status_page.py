@@ -343,3 +343,27 @@ async def test_without_auth_the_page_asks_who_is_acting(page, receiver, sink):
     )
     assert (await r.alerts())["n1"]["acked_by"] == "dave"
     assert page.js_errors == []
+
+
+async def test_a_group_is_acknowledged_from_its_link_in_one_click(page, receiver, sink):
+    """A group's message links to /#ack-group-<id>: its alerts are marked, the focused button
+    acknowledges the whole group (each alert then shows who)."""
+    r = await receiver(config(sink))
+    crashes = [alert(f"g{i}", "PodCrash", "high", "web", f"web-{i} crashing") for i in range(3)]
+    body = webhook(*crashes)
+    body["groupKey"] = '{}:{alertname="PodCrash"}'
+    body["commonLabels"] = {"alertname": "PodCrash", "severity": "high"}
+    await r.sends_group(body)
+    gid = next(iter((await r.alerts()).values()))["group"]
+    await login_with_token(page, f"{r.url}/#ack-group-{gid}", TOKEN, "erin")
+    for i in range(3):
+        await expect(row(page, "alerts", f"g{i}")).to_have_class(re.compile(r"\blinked\b"))
+    button = page.get_by_role("button", name="Ack group (3)").first
+    await expect(button).to_be_focused()
+    await button.click()
+    await expect(page.locator("#flash")).to_have_text(
+        "Acknowledged the group of 3 PodCrash alerts as erin."
+    )
+    alerts = await r.alerts()
+    assert {alerts[f"g{i}"]["acked_by"] for i in range(3)} == {"erin"}
+    assert page.js_errors == []

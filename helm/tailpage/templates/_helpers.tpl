@@ -109,3 +109,26 @@ Refuse combinations that would deploy and then fail at 3 a.m. instead of at inst
 {{- fail "serviceMonitor.enabled needs receiver.enabled: it scrapes the receiver this chart deploys" }}
 {{- end }}
 {{- end }}
+
+{{/*
+One Alertmanager webhook_config (AlertmanagerConfig form) posting to the receiver with its
+credentials. Call with (dict "root" $ "sendResolved" BOOL).
+*/}}
+{{- define "tailpage.am.webhookConfig" -}}
+{{- $root := .root }}
+{{- $r := $root.Values.receiver }}
+{{- $secret := include "tailpage.receiver.secretName" $root -}}
+- url: {{ printf "http://%s.%s.svc:%d/alerts" (include "tailpage.receiver.fullname" $root) $root.Release.Namespace (int $r.port) | quote }}
+  sendResolved: {{ .sendResolved }}
+  {{- if eq $r.auth.mode "bearer" }}
+  httpConfig:
+    authorization:
+      type: Bearer
+      credentials: {name: {{ $secret | quote }}, key: webhook-token}
+  {{- else if eq $r.auth.mode "basic" }}
+  httpConfig:
+    basicAuth:
+      username: {name: {{ include "tailpage.componentName" (dict "root" $root "suffix" "am-user") | quote }}, key: username}
+      password: {name: {{ $secret | quote }}, key: basic-password}
+  {{- end }}
+{{- end }}
