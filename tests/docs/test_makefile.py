@@ -4,6 +4,7 @@ pytest, as CI (.ci/run) runs it."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,8 +16,11 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 
 
 def dry_run(*args: str) -> list[str]:
-    out = subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True,
-                         check=True).stdout
+    # run as a top-level make even under `make test` (CI): an inherited MAKELEVEL/MAKEFLAGS
+    # would add "Entering directory" lines and the outer make's flags
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    out = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=REPO, env=env,
+                         capture_output=True, text=True, check=True).stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 

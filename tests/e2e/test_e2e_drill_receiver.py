@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import socket
@@ -16,6 +17,7 @@ import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from e2e_harness import (
@@ -35,6 +37,7 @@ from e2e_harness import am_alert as alert
 
 pytestmark = pytest.mark.slow
 
+SCHEMA = Path(__file__).resolve().parents[2] / "receiver" / "config.schema.json"
 SEQ = re.compile(r"drill alert #(\d{5})")
 GID = re.compile(r"group ([0-9a-f]{12})")  # the footer of every group message
 
@@ -370,7 +373,7 @@ def test_garbage_at_the_webhook_gets_the_right_codes(group, sinks, drill) -> Non
         ("wrong schema", lambda: post_json(url, {"alerts": "not a list"}, auth), 400),
         ("alert without labels",
          lambda: post_json(url, {**forged, "alerts": [{"status": "firing"}]}, auth), 400),
-        ("huge body (12 MiB)", lambda: _post_huge(url, auth), 413),
+        ("huge body (default limit + 1 MiB)", lambda: _post_huge(url, auth), 413),
         ("wrong token",
          lambda: post_json(url, forged, {"Authorization": "Bearer not-the-token"}), 401),
         ("no token", lambda: post_json(url, forged), 401),
@@ -415,11 +418,13 @@ def test_garbage_at_the_webhook_gets_the_right_codes(group, sinks, drill) -> Non
 
 
 def _post_huge(url: str, headers: dict) -> tuple[int, bytes]:
-    """12 MiB of valid-looking JSON over a raw socket; the receiver should answer 413 without
+    """Valid-looking JSON 1 MiB over the default max_body_bytes (read from the config schema),
+    over a raw socket; the receiver should answer 413 without
     reading it all. A server may answer and close before the body is sent: stop sending then and
     read the answer it gave (urllib would only report the broken pipe)."""
     u = urllib.parse.urlsplit(url)
-    body = b'{"version": "4", "alerts": [], "pad": "' + b"x" * (12 * 1024 * 1024) + b'"}'
+    limit = json.loads(SCHEMA.read_text())["properties"]["max_body_bytes"]["default"]
+    body = b'{"version": "4", "alerts": [], "pad": "' + b"x" * (limit + (1 << 20)) + b'"}'
     head = (f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Length: {len(body)}\r\n"
             + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "Connection: close\r\n\r\n")
     with socket.create_connection((u.hostname, u.port), timeout=30) as s:

@@ -59,7 +59,7 @@ async def test_two_replicas_from_the_charts_config_share_one_database(
     got: list[str] = []
 
     async def channel(request: web.Request) -> web.Response:
-        got.append((await request.json())["message"].rsplit("fingerprint ", 1)[1])
+        got.append((await request.json())["message"])
         return web.Response(text="ok")
 
     app = web.Application()
@@ -116,10 +116,12 @@ async def test_two_replicas_from_the_charts_config_share_one_database(
         assert sum(a["accepted"] for a in answers) == alerts
         assert sum(a["duplicates"] for a in answers) == alerts
         deadline = time.monotonic() + 15
-        while len(got) < alerts and time.monotonic() < deadline:
+        while not got and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)  # a second copy would show up now
-        assert sorted(got) == sorted(a["fingerprint"] for a in body["alerts"])
+        # one Alertmanager group, one message (docs/receiver-groups.md), naming each alert
+        assert len(got) == 1, got
+        assert all(a["labels"]["component"] in got[0] for a in body["alerts"]), got
     finally:
         for pr in procs:
             pr.terminate()
