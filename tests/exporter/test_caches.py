@@ -142,6 +142,21 @@ def test_type_from_stack_equals_the_reference(parts: list[tuple[str, str]], pad:
     assert type_from_stack(stack) == _type_from_stack_reference(stack)
 
 
+# an exception line's name is cached by the line up to its first colon: any text after it
+NAME_HEAD = st.sampled_from(["ValueError", "x.Y", "Caused by", "Caused by: a.B", "  E", "at",
+                             "SocketException (111)", "Error", "a b", "", "\t$x", "Traceback"])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.tuples(NAME_HEAD, TEXT), min_size=1, max_size=4), st.booleans())
+def test_exception_line_cache_equals_the_reference(lines: list[tuple[str, str]],
+                                                   traceback: bool) -> None:
+    body = "\n".join(f"{head}{tail}" for head, tail in lines)
+    stack = f"Traceback (most recent call last):\n  File \"a.py\"\n{body}" if traceback else body
+    for _ in range(2):  # cold, then from the cache
+        assert type_from_stack(stack) == _type_from_stack_reference(stack)
+
+
 # ---- whole pipeline: cold, warm and uncached give the same metrics ------------------------
 
 TYPES = ["DatabaseConnectionError", "TimeoutError", "PaymentDeclined", "KeyError", "Http2Error",
