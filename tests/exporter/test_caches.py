@@ -65,6 +65,12 @@ def test_normalize_is_blind_to_a_hex_ids_letters_and_digits(text: str, rnd) -> N
     assert normalize(other) == normalize_uncached(other)
 
 
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(TEXT, st.text(alphabet="0123456789abcdefABCDEFgxyz -_é٣\ud800", max_size=40)))
+def test_has_hex6_finds_what_the_regex_finds(text: str) -> None:
+    assert fingerprint.has_hex6(digit_key(text)) == bool(fingerprint._HEX6.search(text))
+
+
 def test_hex_ids_share_a_cache_entry() -> None:
     fingerprint._cache.clear()
     assert normalize("timeout calling sku 8f3a2b1c") == "timeout calling sku <hex>"
