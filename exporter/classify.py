@@ -58,24 +58,64 @@ _EXC = re.compile(r"^\s*(?:Caused by: )?([A-Za-z_$][\w$]*(?:[.$][A-Za-z_$][\w$]*
 _GO_FRAME = re.compile(r"\s+\S+\.go:\d+")  # a Go stack (zap's `stacktrace`) names functions only
 
 
+
+
+def _newlines_only(s: str) -> bool:
+    """Whether "\n" is the only str.splitlines separator in s (each test a memchr)."""
+    return (s.isascii() and "\r" not in s and "\x0b" not in s and "\x0c" not in s
+            and "\x1c" not in s and "\x1d" not in s and "\x1e" not in s)
+
+
 def type_from_stack(stack: str) -> str | None:
     """Error type from a stack trace: Python prints the exception last, Java/.NET/Node first."""
     s = stack.strip()
     if not s:
         return None
     # Only the first, second and last non-blank lines matter. After strip() the first and last
-    # lines are not blank (every line separator is whitespace), so no list of blank-filtered
-    # lines is built: a Python traceback is read at its ends.
-    lines = s.splitlines()
-    first = lines[0]
-    candidate = lines[-1] if first.startswith("Traceback") else first
-    if len(lines) > 1:
-        second = lines[1]
-        if not second.strip():
-            second = next(ln for ln in lines[2:] if ln.strip())
-        if _GO_FRAME.match(second):
-            return None
-    m = _EXC.match(candidate)
+    # lines are not blank (every line separator is whitespace), so a Python traceback is read at
+    # its ends: by find/rfind when "\n" is the only separator (an ASCII text without the others),
+    # else from splitlines.
+    second: str | None = None
+    if _newlines_only(s):
+        i = s.find("\n")
+        first = last = s
+        if i >= 0:
+            first, last = s[:i], s[s.rfind("\n") + 1:]
+            j = s.find("\n", i + 1)
+            second = s[i + 1:j] if j >= 0 else s[i + 1:]
+            if not second.strip():  # the last line is not blank: one is found
+                second = next(ln for ln in s[i + 1:].split("\n") if ln.strip())
+    else:
+        lines = s.splitlines()
+        first, last = lines[0], lines[-1]
+        if len(lines) > 1:
+            second = lines[1]
+            if not second.strip():
+                second = next(ln for ln in lines[2:] if ln.strip())
+    candidate = last if first.startswith("Traceback") else first
+    if second is not None and _GO_FRAME.match(second):
+        return None
+    # _EXC never reads past the first colon (its match ends there or fails), unless that colon
+    # is the one of "Caused by:": the name is cached by the line up to it ("ValueError:"), so
+    # the message after it, which varies, costs no regex run
+    k = candidate.find(":")
+    if k < 0 or "Caused" in candidate[:k]:
+        return _exc_name(candidate)
+    key = candidate[:k + 1]
+    try:
+        return _exc_cache[key]
+    except KeyError:
+        if len(_exc_cache) >= CACHE_MAX:
+            _exc_cache.clear()
+        name = _exc_cache[key] = _exc_name(key)
+        return name
+
+
+_exc_cache: dict[str, str | None] = {}
+
+
+def _exc_name(line: str) -> str | None:
+    m = _EXC.match(line)
     if m is None:
         return None
     name = m.group(1).rsplit(".", 1)[-1]

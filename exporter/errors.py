@@ -71,11 +71,16 @@ class ErrorClassifier:
         out: list[Planned] = []
         for r, rs, (level, comp, _, _), d in zip(recs, ex.roles_of(recs), entries, durations,
                                                  strict=True):
-            msg, errmsg, et, _, trace = rs
+            msg, errmsg, et, stack, trace = rs
             if type(msg) is str and type(et) is str and (etype := et_cache.get(et)) is not None \
                     and (errmsg is None or type(errmsg) is str):
                 # the common cases (pino's err.message too), as text_type would have them
                 text = f"{msg} {errmsg}" if errmsg and errmsg != msg else msg
+            elif et is None and errmsg is None and type(msg) is str and type(stack) is str and (
+                    (etype := type_from_stack(stack)) is None  # type: ignore[assignment]
+                    or (etype := et_cache.get(etype)) is not None):
+                # the type only in a traceback (python-json-logger's exc_info)
+                text, etype = msg, etype or UNKNOWN
             else:
                 text, etype = text_type(rs)
             mkey = (digit_key(text), etype, comp, level)

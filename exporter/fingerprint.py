@@ -63,6 +63,14 @@ def digit_key(text: str) -> bytes:
 # give them.
 _HEX_RUN = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{6,}(?![0-9A-Za-z])")
 _NO_DIGITS = str.maketrans("", "", "0123456789")
+# ASCII hex digits as "h", every other byte (UTF-8's non-ASCII bytes included) as "."
+_HEX_BYTES = bytes(0x68 if chr(i) in "0123456789abcdefABCDEF" else 0x2E for i in range(256))
+
+
+def has_hex6(key: bytes) -> bool:
+    """Whether the text whose digit key this is holds six hex digits in a row (what _HEX6
+    finds): one byte translation, against a regex scan several times as long."""
+    return b"hhhhhh" in key.translate(_HEX_BYTES)
 
 
 def _hex_canon(m: re.Match[str]) -> str:
@@ -82,7 +90,7 @@ def normalize(message: str) -> str:
     key = digit_key(s)
     norm = _cache.get(key)
     if norm is None:
-        canon = _HEX_RUN.sub(_hex_canon, s) if _HEX6.search(s) else s
+        canon = _HEX_RUN.sub(_hex_canon, s) if has_hex6(key) else s
         if canon != s:
             key = digit_key(canon)
             norm = _cache.get(key)

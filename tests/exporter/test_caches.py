@@ -65,6 +65,12 @@ def test_normalize_is_blind_to_a_hex_ids_letters_and_digits(text: str, rnd) -> N
     assert normalize(other) == normalize_uncached(other)
 
 
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(TEXT, st.text(alphabet="0123456789abcdefABCDEFgxyz -_é٣\ud800", max_size=40)))
+def test_has_hex6_finds_what_the_regex_finds(text: str) -> None:
+    assert fingerprint.has_hex6(digit_key(text)) == bool(fingerprint._HEX6.search(text))
+
+
 def test_hex_ids_share_a_cache_entry() -> None:
     fingerprint._cache.clear()
     assert normalize("timeout calling sku 8f3a2b1c") == "timeout calling sku <hex>"
@@ -140,6 +146,21 @@ SEP = st.sampled_from(["\n", "\r\n", "\r", "\x0b", "\x1c", "\u2028", "\n\n", " \
 def test_type_from_stack_equals_the_reference(parts: list[tuple[str, str]], pad: str) -> None:
     stack = pad + "".join(a + b for a, b in parts) + pad
     assert type_from_stack(stack) == _type_from_stack_reference(stack)
+
+
+# an exception line's name is cached by the line up to its first colon: any text after it
+NAME_HEAD = st.sampled_from(["ValueError", "x.Y", "Caused by", "Caused by: a.B", "  E", "at",
+                             "SocketException (111)", "Error", "a b", "", "\t$x", "Traceback"])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.tuples(NAME_HEAD, TEXT), min_size=1, max_size=4), st.booleans())
+def test_exception_line_cache_equals_the_reference(lines: list[tuple[str, str]],
+                                                   traceback: bool) -> None:
+    body = "\n".join(f"{head}{tail}" for head, tail in lines)
+    stack = f"Traceback (most recent call last):\n  File \"a.py\"\n{body}" if traceback else body
+    for _ in range(2):  # cold, then from the cache
+        assert type_from_stack(stack) == _type_from_stack_reference(stack)
 
 
 # ---- whole pipeline: cold, warm and uncached give the same metrics ------------------------
