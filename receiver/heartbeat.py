@@ -1,7 +1,8 @@
 """Heartbeat: the dead man's switch. An always-firing alert (kube-prometheus' Watchdog, our
 TailpageWatchdog) re-sent by Alertmanager every repeat_interval is a ping; when no ping came for
-period + grace, the receiver raises its own HeartbeatMissing alert, routed like any other, and
-resolves it when pings resume.
+period + grace, the receiver raises its own HeartbeatMissing alert, and resolves it when pings
+resume. It enters as a webhook through intake's group path: a group of one under its own groupKey,
+routed, escalated and acknowledged like any group (docs/receiver-heartbeats.md).
 
 The state lives in the store (survives restarts, shared by PostgreSQL replicas). Every step is
 idempotent, so a replica killed half-way, or two replicas doing the same step, still end in one
