@@ -134,9 +134,8 @@ def reset_peak_rss() -> int:
 
 def stages(body: bytes, directory: Path, postgres_dsn: str | None) -> dict[str, Any]:
     from receiver import config as config_mod
-    from receiver.intake import _validate
-    from receiver.route import route
-    from receiver.store import IncomingAlert
+    from receiver.intake import _validate, build_group
+    from receiver.store import IncomingGroup
     from receiver.store.postgresql import PostgreSQLStore
     from receiver.store.sqlite import SQLiteStore
 
@@ -144,27 +143,8 @@ def stages(body: bytes, directory: Path, postgres_dsn: str | None) -> dict[str, 
     packed = gzip.compress(body, 6)
     out: dict[str, Any] = {}
 
-    def build(data: dict[str, Any]) -> list[IncomingAlert]:
-        # the same per-alert work as intake.handle_alerts
-        alerts = []
-        for a in data["alerts"]:
-            r = route(cfg, a["labels"])
-            alerts.append(
-                IncomingAlert(
-                    fingerprint=a["fingerprint"],
-                    status=a["status"],
-                    starts_at=a["startsAt"],
-                    ends_at=a.get("endsAt"),
-                    labels=a["labels"],
-                    annotations=a.get("annotations") or {},
-                    generator_url=a.get("generatorURL") or None,
-                    severity=r.severity,
-                    channels=r.channels,
-                    escalation=tuple((s.after_s, s.channels) for s in r.escalation),
-                    external_url=data.get("externalURL") or None,
-                )
-            )
-        return alerts
+    def build(data: dict[str, Any]) -> IncomingGroup:
+        return build_group(cfg, data)  # what intake.handle_alerts does with a webhook
 
     def step(name: str, fn: Callable[[], Any]) -> Any:
         # resident memory, not tracemalloc: orjson's parser reserves a large buffer it touches
@@ -204,7 +184,7 @@ def stages(body: bytes, directory: Path, postgres_dsn: str | None) -> dict[str, 
         t = time.perf_counter()
         dup = await store.ingest(alerts, time.time())
         out["postgresql_store_ingest_duplicates_ms"] = round((time.perf_counter() - t) * 1000, 1)
-        assert len(res.accepted) == len(dup.duplicates) == len(alerts)
+        assert len(res.accepted) == len(dup.duplicates) == len(alerts.alerts)
         await store.close()
 
     asyncio.run(ingest())
