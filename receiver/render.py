@@ -67,7 +67,8 @@ def _labels(d: Delivery) -> list[tuple[str, str]]:
     return [(k, d.labels[k]) for k in keys[:_MAX_LABELS]]
 
 
-def _links(d: Delivery, receiver_url: str | None) -> list[tuple[str, str]]:
+def _doc_links(d: Delivery) -> list[tuple[str, str]]:
+    """Runbook (first of runbook_url/runbook) and dashboard links from the annotations."""
     links = []
     for key in ("runbook_url", "runbook"):
         if d.annotations.get(key):
@@ -75,6 +76,11 @@ def _links(d: Delivery, receiver_url: str | None) -> list[tuple[str, str]]:
             break
     if d.annotations.get("dashboard_url"):
         links.append(("Dashboard", d.annotations["dashboard_url"]))
+    return links
+
+
+def _links(d: Delivery, receiver_url: str | None) -> list[tuple[str, str]]:
+    links = _doc_links(d)
     if d.generator_url:
         links.append(("Source", d.generator_url))
     if d.kind != "resolved" and receiver_url:
@@ -275,13 +281,7 @@ def _group_lines(d: Delivery) -> list[str]:
 
 
 def _group_links(d: Delivery, receiver_url: str | None) -> list[tuple[str, str]]:
-    links = []
-    for key in ("runbook_url", "runbook"):
-        if d.annotations.get(key):
-            links.append(("Runbook", d.annotations[key]))
-            break
-    if d.annotations.get("dashboard_url"):
-        links.append(("Dashboard", d.annotations["dashboard_url"]))
+    links = _doc_links(d)
     if d.kind != "resolved" and receiver_url:
         single = (d.group or {}).get("single")
         anchor = f"ack-{single['fingerprint']}" if single else f"ack-group-{d.fingerprint}"

@@ -839,16 +839,19 @@ async def _fire_due_escalations(c: Conn, now: float, limit: int) -> list[Escalat
     return fired
 
 
-async def _alert_group(c: Conn, fingerprint: str) -> str | None:
+async def _lock_alert_group(c: Conn, fingerprint: str) -> str | None:
+    """Lock the alert's group first (the lock order of intake: group, then its alerts) and
+    return its id, None for an alert without a group."""
     cur = await c.execute("SELECT group_id FROM alerts WHERE fingerprint=%s", (fingerprint,))
     r = await cur.fetchone()
-    return r["group_id"] if r else None
+    gid = r["group_id"] if r else None
+    if gid:
+        await _lock_group(c, gid)
+    return gid
 
 
 async def _ack(c: Conn, fingerprint: str, who: str, now: float) -> bool:
-    gid = await _alert_group(c, fingerprint)
-    if gid:
-        await _lock_group(c, gid)  # the lock order of intake: group, then its alerts
+    gid = await _lock_alert_group(c, fingerprint)
     cur = await c.execute(
         "UPDATE alerts SET acked_by=coalesce(acked_by, %s), acked_at=coalesce(acked_at, %s), "
         "next_escalation_at=NULL, updated_at=%s WHERE fingerprint=%s AND status='firing'",
@@ -887,9 +890,7 @@ async def _ack_group(c: Conn, gid: str, who: str, now: float) -> bool:
 async def _manual_resolve(c: Conn, fingerprint: str, who: str, now: float) -> bool:
     # _ingest_one takes its locks in the same order as a webhook's intake (group, event, then
     # alert), and its unique constraint makes two resolves at once one event.
-    gid = await _alert_group(c, fingerprint)
-    if gid:
-        await _lock_group(c, gid)
+    await _lock_alert_group(c, fingerprint)
     cur = await c.execute(
         "SELECT * FROM alerts WHERE fingerprint=%s AND status='firing'", (fingerprint,)
     )

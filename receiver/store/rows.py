@@ -119,15 +119,9 @@ def delivery(r: Row, load: Load) -> Delivery:
     """A claimed outbox row joined with its event and alert. Event columns are NULL for a
     digest or group row (no event), hence the defaults."""
     payload = load(r["payload"])
+    fields: dict[str, Any]
     if isinstance(payload, dict):  # a group notification: everything is in its snapshot
-        return Delivery(
-            id=r["id"],
-            channel=r["channel"],
-            kind=r["kind"],
-            step=r["step"],
-            attempts=r["attempts"],
-            created_at=r["created_at"],
-            fingerprint=r["fingerprint"],
+        fields = dict(
             status="resolved" if r["kind"] == "resolved" else "firing",
             severity=payload["severity"],
             labels=payload["labels"],
@@ -138,6 +132,18 @@ def delivery(r: Row, load: Load) -> Delivery:
             resolved_by=payload.get("resolved_by"),
             group=payload,
         )
+    else:
+        fields = dict(
+            status=r["status"] or "",
+            severity=r["severity"] or "unknown",
+            labels=load(r["labels"]) or {},
+            annotations=load(r["annotations"]) or {},
+            starts_at=r["starts_at"] or "",
+            generator_url=r["generator_url"],
+            external_url=r["external_url"],
+            resolved_by=r["resolved_by"] if r["source"] == "manual" else None,
+            digest=payload,
+        )
     return Delivery(
         id=r["id"],
         channel=r["channel"],
@@ -146,15 +152,7 @@ def delivery(r: Row, load: Load) -> Delivery:
         attempts=r["attempts"],
         created_at=r["created_at"],
         fingerprint=r["fingerprint"],
-        status=r["status"] or "",
-        severity=r["severity"] or "unknown",
-        labels=load(r["labels"]) or {},
-        annotations=load(r["annotations"]) or {},
-        starts_at=r["starts_at"] or "",
-        generator_url=r["generator_url"],
-        external_url=r["external_url"],
-        resolved_by=r["resolved_by"] if r["source"] == "manual" else None,
-        digest=payload,
+        **fields,
     )
 
 
