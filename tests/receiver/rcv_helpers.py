@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import email
+import email.policy
 import hashlib
 import json
 import socket
@@ -238,3 +240,16 @@ def stop(proc: subprocess.Popen) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+class Mailbox:
+    """An aiosmtpd handler keeping every message received (a real SMTP server on loopback)."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(
+            email.message_from_bytes(envelope.content, policy=email.policy.default)
+        )
+        return "250 OK"

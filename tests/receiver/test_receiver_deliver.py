@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from rcv_helpers import AUTH, base_config, eventually, free_port, gid, one_alert, payload, wait_for
+from rcv_helpers import (
+    AUTH,
+    Mailbox,
+    base_config,
+    eventually,
+    free_port,
+    gid,
+    one_alert,
+    payload,
+    wait_for,
+)
 
 from receiver.render import SMS_MAX
 
@@ -109,19 +117,8 @@ async def test_sms_is_short_and_pagerduty_dedups_on_fingerprint(receiver, sink):
     assert pd2["title"].startswith("[RESOLVED] CriticalError")
 
 
-class _Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(
-            email.message_from_bytes(envelope.content, policy=email.policy.default)
-        )
-        return "250 OK"
-
-
 async def test_email_has_text_and_html_parts_over_real_smtp(receiver, sink):
-    box = _Mailbox()
+    box = Mailbox()
     port = free_port()
     logins = []
 

@@ -5,15 +5,13 @@ of messages, one saying 3000 firing, then one resolve. Runs on SQLite and Postgr
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiosmtpd.controller import Controller
 from alertmanager import BINARY, alertmanager, post_alerts
-from rcv_helpers import AUTH, TOKEN, base_config, free_port, wait_for
+from rcv_helpers import AUTH, TOKEN, Mailbox, base_config, free_port, wait_for
 
 from receiver.render import SMS_MAX
 
@@ -36,17 +34,6 @@ receivers:
         http_config:
           authorization: {{type: Bearer, credentials: {token}}}
 """
-
-
-class _Mailbox:
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(
-            email.message_from_bytes(envelope.content, policy=email.policy.default)
-        )
-        return "250 OK"
 
 
 def _storm(ends_at: datetime | None = None) -> list[dict]:
@@ -76,7 +63,7 @@ def _text(b: dict) -> str:
 @pytest.mark.slow
 @pytest.mark.skipif(BINARY is None, reason="prometheus-alertmanager not installed")
 async def test_alertmanager_group_of_3000_is_a_handful_of_messages(receiver, sink):
-    box = _Mailbox()
+    box = Mailbox()
     port = free_port()
     smtp = Controller(box, hostname="127.0.0.1", port=port)
     smtp.start()
